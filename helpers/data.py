@@ -1,0 +1,233 @@
+"""Loaders for the book's data sets: MNIST, Fashion-MNIST, Magnetic Tile Defect and MVTec AD.
+
+Every loader finds its files through :mod:`helpers.assets` (offline root, cache or download).
+"""
+
+from __future__ import annotations
+
+import gzip
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from . import assets
+
+MAGNETIC_TILE_TYPES = ("Blowhole", "Break", "Crack", "Fray", "Uneven")
+FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                         "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
+
+
+# --------------------------------------------------------------------------------------------
+# idx files (MNIST, Fashion-MNIST)
+# --------------------------------------------------------------------------------------------
+
+
+def read_idx(path: str | Path) -> np.ndarray:
+    """Read an idx file (optionally gzip-compressed) into a uint8 array.
+
+    The format: two zero bytes, a type code (0x08 = unsigned byte), the number of dimensions,
+    then one big-endian uint32 per dimension, then the data.
+    """
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as fh:
+            raw = fh.read()
+    except (OSError, EOFError) as err:
+        raise ValueError(f"{path} is not a readable idx{'.gz' if path.suffix == '.gz' else ''} file: {err}") from err
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
+        raise ValueError(f"{path} is not an idx file (bad magic number)")
+    if raw[2] != 0x08:
+        raise ValueError(f"{path}: only unsigned-byte idx files are supported (type code {raw[2]:#x})")
+    ndim = raw[3]
+    shape = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
+    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+    if data.size != int(np.prod(shape)):
+        raise ValueError(f"{path} is truncated: header says {shape}, found {data.size} values")
+    return data.reshape(shape)
+
+
+def _load_idx_pair(asset: str, split: str) -> tuple[np.ndarray, np.ndarray]:
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    prefix = "train" if split == "train" else "t10k"
+    folder = assets.locate(asset)
+    images = read_idx(folder / f"{prefix}-images-idx3-ubyte.gz")
+    labels = read_idx(folder / f"{prefix}-labels-idx1-ubyte.gz")
+    if images.shape[0] != labels.shape[0]:
+        raise ValueError(f"{asset} {split}: {images.shape[0]} images but {labels.shape[0]} labels")
+    return images, labels
+
+
+def load_mnist(split: str = "train") -> tuple[np.ndarray, np.ndarray]:
+    """MNIST digits: uint8 images (N, 28, 28) and uint8 labels (N,)."""
+    return _load_idx_pair("mnist", split)
+
+
+def load_fashion_mnist(split: str = "train") -> tuple[np.ndarray, np.ndarray]:
+    """Fashion-MNIST: uint8 images (N, 28, 28) and uint8 labels (N,); see FASHION_MNIST_CLASSES."""
+    return _load_idx_pair("fashion-mnist", split)
+
+
+# --------------------------------------------------------------------------------------------
+# Inspection images with masks
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Sample:
+    """One inspection image: uint8 pixels (HxW grayscale or HxWx3 RGB), a boolean mask, its type."""
+
+    path: Path
+    image: np.ndarray
+    mask: np.ndarray
+    defect_type: str
+
+    @property
+    def is_anomalous(self) -> bool:
+        return self.defect_type not in ("Free", "good")
+
+
+@dataclass
+class Split:
+    """A data set split into defect-free training images and good / defective test images."""
+
+    name: str
+    train: list[Sample]
+    good_test: list[Sample]
+    defect_test: list[Sample]
+    info: dict = field(default_factory=dict)
+
+    @property
+    def test(self) -> list[Sample]:
+        return self.good_test + self.defect_test
+
+    def counts(self) -> dict[str, int]:
+        out = {"train": len(self.train), "good_test": len(self.good_test)}
+        for s in self.defect_test:
+            out[s.defect_type] = out.get(s.defect_type, 0) + 1
+        return out
+
+
+def read_image(path: str | Path, mode: str = "L") -> np.ndarray:
+    """Read an image file as uint8 ("L" grayscale or "RGB"), with a clear error for bad files.
+
+    16-bit images are scaled to 8 bit; RGBA and palette images are converted to ``mode``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"image file {path} does not exist")
+    try:
+        with Image.open(path) as img:
+            img.load()
+            if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+                arr = np.asarray(img, dtype=np.float64)
+                top = 65535.0 if arr.max() > 255 else 255.0
+                img = Image.fromarray(np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8))
+            return np.asarray(img.convert(mode), dtype=np.uint8).copy()
+    except (UnidentifiedImageError, OSError, SyntaxError) as err:
+        raise ValueError(f"{path} is not a readable image (unreadable or truncated): {err}") from err
+
+
+def read_mask(path: str | Path, shape: tuple[int, int]) -> np.ndarray:
+    """Read a 0/255 mask as bool (threshold 128) and check it matches the image ``shape``."""
+    mask = read_image(path, "L") >= 128
+    if mask.shape != tuple(shape):
+        raise ValueError(f"mask {path} has size {mask.shape[::-1]} (w, h) but its image has "
+                         f"{tuple(shape)[::-1]}: masks must match their image pixel for pixel")
+    return mask
+
+
+def _magnetic_tile_folder(root: str | Path | None) -> Path:
+    if root is None:
+        return assets.locate("magnetic-tile")
+    root = Path(root)
+    missing = [t for t in ("Free",) + MAGNETIC_TILE_TYPES if not any((root / f"MT_{t}" / "Imgs").glob("*.jpg"))]
+    if missing:
+        raise assets.AssetLayoutError(
+            f"{root} is not a Magnetic Tile Defect folder: no images in "
+            f"{', '.join(f'MT_{t}/Imgs' for t in missing)} (expected MT_<Type>/Imgs/<name>.jpg + .png masks)")
+    return root
+
+
+def load_magnetic_tile(seed: int = 0, good_test_fraction: float = 0.4,
+                       root: str | Path | None = None,
+                       types: tuple[str, ...] = MAGNETIC_TILE_TYPES) -> Split:
+    """The Magnetic Tile Defect set (Huang et al. 2020) in its native ``MT_<Type>/Imgs`` layout.
+
+    Defect-free (``MT_Free``) images are split with ``seed``: ``good_test_fraction`` of them are
+    held back as good test images, the rest form the training pool. Every defect image of
+    ``types`` is a test anomaly, with its binary mask.
+    """
+    if not 0.0 < good_test_fraction < 1.0:
+        raise ValueError(f"good_test_fraction must be in (0, 1), got {good_test_fraction}")
+    unknown = set(types) - set(MAGNETIC_TILE_TYPES)
+    if unknown:
+        raise ValueError(f"unknown defect types {sorted(unknown)}; choose from {MAGNETIC_TILE_TYPES}")
+    folder = _magnetic_tile_folder(root)
+
+    def load_type(t: str) -> list[Sample]:
+        out = []
+        for jpg in sorted((folder / f"MT_{t}" / "Imgs").glob("*.jpg")):
+            image = read_image(jpg, "L")
+            png = jpg.with_suffix(".png")
+            if not png.is_file():
+                raise assets.AssetLayoutError(f"Magnetic Tile image {jpg} has no mask {png.name}")
+            out.append(Sample(jpg, image, read_mask(png, image.shape), t))
+        return out
+
+    free = load_type("Free")
+    order = np.random.default_rng(seed).permutation(len(free))
+    n_test = int(round(good_test_fraction * len(free)))
+    good_test = [free[i] for i in sorted(order[:n_test])]
+    train = [free[i] for i in sorted(order[n_test:])]
+    defects = [s for t in types for s in load_type(t)]
+    return Split("magnetic-tile", train, good_test, defects,
+                 info={"seed": seed, "good_test_fraction": good_test_fraction, "root": str(folder)})
+
+
+def _mvtec_images(folder: Path) -> list[Path]:
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise assets.AssetLayoutError(f"MVTec AD folder {folder} holds no images")
+    return files
+
+
+def load_mvtec(category: str, root: str | Path | None = None) -> Split:
+    """One MVTec AD category (Bergmann et al. 2019) in its standard layout, RGB images.
+
+    ``root`` is a folder holding ``<category>/train/good``, ``<category>/test/<defect>`` and
+    ``<category>/ground_truth/<defect>/<name>_mask.png``; by default the asset is located (and
+    downloaded on demand when online).
+    """
+    if category not in assets.MVTEC_CATEGORIES:
+        raise ValueError(f"unknown MVTec AD category {category!r}; choose from {assets.MVTEC_CATEGORIES}")
+    base = Path(root) if root is not None else assets.locate("mvtec-ad", subfolder=category)
+    folder = base / category
+    for split in ("train/good", "test/good"):
+        if not (folder / split).is_dir():
+            raise assets.AssetLayoutError(
+                f"{folder} is not an MVTec AD category folder: '{split}' is missing "
+                "(expected train/good, test/<defect>, ground_truth/<defect>)")
+    train = [Sample(p, read_image(p, "RGB"), np.zeros(0, bool), "good")
+             for p in _mvtec_images(folder / "train" / "good")]
+    for s in train:
+        s.mask = np.zeros(s.image.shape[:2], bool)
+    good, defects = [], []
+    for defect_dir in sorted(d for d in (folder / "test").iterdir() if d.is_dir()):
+        for p in _mvtec_images(defect_dir):
+            image = read_image(p, "RGB")
+            if defect_dir.name == "good":
+                good.append(Sample(p, image, np.zeros(image.shape[:2], bool), "good"))
+                continue
+            mask_path = folder / "ground_truth" / defect_dir.name / f"{p.stem}_mask.png"
+            if not mask_path.is_file():
+                raise assets.AssetLayoutError(f"MVTec AD test image {p} has no mask {mask_path}")
+            defects.append(Sample(p, image, read_mask(mask_path, image.shape[:2]), defect_dir.name))
+    if not defects:
+        raise assets.AssetLayoutError(f"{folder}/test holds no defect folders")
+    return Split(f"mvtec-{category}", train, good, defects, info={"root": str(folder)})
