@@ -1,0 +1,7 @@
+"""Part II helpers: the VAE anomaly detector of the Lvae article, rebuilt in Keras 3.
+
+Modules: :mod:`crops` (8x8 training crops), :mod:`losses` (the terms D, A, M of Lvae),
+:mod:`model` (the encoder/decoder and the trainable :class:`~helpers.vae.model.VAE`),
+:mod:`scoring` (the batched sliding-window scorer), :mod:`plots` (the article's heat-map figure)
+and :mod:`article` (faithful copies of the article's own loops, kept for comparison only).
+"""
