@@ -1,0 +1,79 @@
+"""Shared fixtures: the offline assets root and a loopback HTTP server for download tests."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_ASSETS = (ROOT.parent / "shared" / "assets").resolve()
+
+# Tests run against the offline assets (CI and these machines have them beside the checkout).
+if not os.environ.get("VAD_ASSETS") and SHARED_ASSETS.is_dir():
+    os.environ["VAD_ASSETS"] = str(SHARED_ASSETS)
+
+
+@pytest.fixture
+def isolated_assets(tmp_path, monkeypatch):
+    """No assets root, an empty cache in tmp_path, downloads allowed."""
+    monkeypatch.delenv("VAD_ASSETS", raising=False)
+    monkeypatch.delenv("VAD_OFFLINE", raising=False)
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("VAD_CACHE", str(cache))
+    return cache
+
+
+class _Routes(dict):
+    """path -> dict(body=bytes, status=int, delay=float, truncate=int|None, fail_times=int)."""
+
+    hits: dict
+
+
+@pytest.fixture
+def http_server():
+    """A loopback HTTP server; tests add routes to ``server.routes`` and read ``server.url``."""
+    routes = _Routes()
+    hits: dict[str, int] = {}
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):  # keep test output clean
+            pass
+
+        def do_GET(self):
+            hits[self.path] = hits.get(self.path, 0) + 1
+            route = routes.get(self.path)
+            if route is None:
+                self.send_error(404)
+                return
+            if route.get("fail_times", 0) >= hits[self.path]:
+                self.send_error(503)
+                return
+            if route.get("status", 200) != 200:
+                self.send_error(route["status"])
+                return
+            body = route["body"]
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            time.sleep(route.get("delay", 0.0))
+            cut = route.get("truncate")
+            try:
+                self.wfile.write(body[:cut] if cut is not None else body)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    server.routes = routes
+    server.hits = hits
+    server.url = f"http://127.0.0.1:{server.server_address[1]}"
+    yield server
+    server.shutdown()
+    server.server_close()

@@ -1,0 +1,140 @@
+"""helpers.data: idx files, Magnetic Tile and MVTec AD layouts, bad images and masks."""
+
+from __future__ import annotations
+
+import gzip
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from helpers import assets, data
+
+
+def _idx(shape, values) -> bytes:
+    header = b"\x00\x00\x08" + bytes([len(shape)]) + b"".join(int(s).to_bytes(4, "big") for s in shape)
+    return header + np.asarray(values, np.uint8).tobytes()
+
+
+def test_read_idx_roundtrip_and_errors(tmp_path):
+    arr = np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
+    p = tmp_path / "a-idx3-ubyte.gz"
+    p.write_bytes(gzip.compress(_idx(arr.shape, arr)))
+    assert np.array_equal(data.read_idx(p), arr)
+    bad = tmp_path / "bad.gz"
+    bad.write_bytes(gzip.compress(_idx((2, 3, 4), arr)[:-5]))
+    with pytest.raises(ValueError, match="truncated"):
+        data.read_idx(bad)
+    notidx = tmp_path / "x.idx"
+    notidx.write_bytes(b"\x01\x02\x03\x04")
+    with pytest.raises(ValueError, match="magic"):
+        data.read_idx(notidx)
+    broken = tmp_path / "broken.gz"
+    broken.write_bytes(b"not gzip at all")
+    with pytest.raises(ValueError, match="not a readable"):
+        data.read_idx(broken)
+
+
+def test_real_mnist_and_fashion_mnist():
+    x, y = data.load_mnist("test")
+    assert x.shape == (10000, 28, 28) and x.dtype == np.uint8 and y.shape == (10000,)
+    assert np.bincount(data.load_mnist("train")[1]).tolist()[:3] == [5923, 6742, 5958]
+    xf, yf = data.load_fashion_mnist("train")
+    assert xf.shape == (60000, 28, 28) and np.bincount(yf).tolist() == [6000] * 10
+    with pytest.raises(ValueError, match="'train' or 'test'"):
+        data.load_mnist("validation")
+
+
+def _write_tile_tree(root, n_free=10, types=data.MAGNETIC_TILE_TYPES, mask_size=None):
+    rng = np.random.default_rng(0)
+    for t in ("Free",) + tuple(types):
+        folder = root / f"MT_{t}" / "Imgs"
+        folder.mkdir(parents=True)
+        for i in range(n_free if t == "Free" else 2):
+            h, w = 20 + i, 30
+            Image.fromarray(rng.integers(0, 255, (h, w), dtype=np.uint8)).save(folder / f"exp{i}.jpg")
+            mask = np.zeros(mask_size or (h, w), np.uint8)
+            if t != "Free":
+                mask[5:9, 5:9] = 255
+            Image.fromarray(mask).save(folder / f"exp{i}.png")
+
+
+def test_magnetic_tile_split_is_seeded_and_complete(tmp_path):
+    _write_tile_tree(tmp_path)
+    a = data.load_magnetic_tile(seed=0, root=tmp_path)
+    b = data.load_magnetic_tile(seed=0, root=tmp_path)
+    c = data.load_magnetic_tile(seed=1, root=tmp_path)
+    names = lambda split: [s.path.name for s in split]
+    assert names(a.good_test) == names(b.good_test) and names(a.good_test) != names(c.good_test)
+    assert len(a.good_test) == 4 and len(a.train) == 6
+    assert not set(names(a.train)) & set(names(a.good_test))
+    assert len(a.defect_test) == 10 and all(s.mask.sum() == 16 for s in a.defect_test)
+    assert all(s.image.dtype == np.uint8 and s.mask.dtype == bool for s in a.test)
+
+
+def test_magnetic_tile_missing_split_and_bad_masks(tmp_path):
+    _write_tile_tree(tmp_path / "partial", types=("Crack",))
+    with pytest.raises(assets.AssetLayoutError, match="MT_Blowhole/Imgs"):
+        data.load_magnetic_tile(root=tmp_path / "partial")
+    _write_tile_tree(tmp_path / "masks", mask_size=(7, 7))
+    with pytest.raises(ValueError, match="masks must match their image"):
+        data.load_magnetic_tile(root=tmp_path / "masks")
+    with pytest.raises(ValueError, match="good_test_fraction"):
+        data.load_magnetic_tile(good_test_fraction=1.0, root=tmp_path / "masks")
+
+
+def test_real_magnetic_tile_counts():
+    split = data.load_magnetic_tile(seed=0)
+    assert split.counts() == {"train": 571, "good_test": 381, "Blowhole": 115, "Break": 85,
+                              "Crack": 57, "Fray": 32, "Uneven": 103}
+    assert all(s.image.ndim == 2 and s.image.shape == s.mask.shape for s in split.test)
+
+
+def _write_mvtec_tree(root, category="bottle", with_masks=True):
+    rng = np.random.default_rng(0)
+    base = root / category
+    for sub in ("train/good", "test/good", "test/broken_large", "ground_truth/broken_large"):
+        (base / sub).mkdir(parents=True)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(base / "train/good" / f"{i:03d}.png")
+        Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(base / "test/good" / f"{i:03d}.png")
+        Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(base / "test/broken_large" / f"{i:03d}.png")
+        if with_masks:
+            m = np.zeros((16, 16), np.uint8); m[2:5, 2:5] = 255
+            Image.fromarray(m).save(base / "ground_truth/broken_large" / f"{i:03d}_mask.png")
+
+
+def test_mvtec_layout(tmp_path):
+    _write_mvtec_tree(tmp_path)
+    split = data.load_mvtec("bottle", root=tmp_path)
+    assert split.counts() == {"train": 3, "good_test": 3, "broken_large": 3}
+    assert split.train[0].image.shape == (16, 16, 3)
+    assert all(s.mask.sum() == 9 for s in split.defect_test)
+    with pytest.raises(ValueError, match="unknown MVTec AD category"):
+        data.load_mvtec("bottles", root=tmp_path)
+    with pytest.raises(assets.AssetLayoutError, match="train/good"):
+        data.load_mvtec("cable", root=tmp_path)
+    _write_mvtec_tree(tmp_path / "nomask", with_masks=False)
+    with pytest.raises(assets.AssetLayoutError, match="has no mask"):
+        data.load_mvtec("bottle", root=tmp_path / "nomask")
+
+
+def test_read_image_conversions_and_errors(tmp_path):
+    rgba = tmp_path / "rgba.png"
+    Image.fromarray(np.full((4, 5, 4), 200, np.uint8), "RGBA").save(rgba)
+    assert data.read_image(rgba, "L").shape == (4, 5)
+    assert data.read_image(rgba, "RGB").shape == (4, 5, 3)
+    deep = tmp_path / "deep.png"
+    Image.fromarray(np.full((4, 5), 65535, np.uint16)).save(deep)
+    assert data.read_image(deep, "L").max() == 255
+    truncated = tmp_path / "cut.jpg"
+    Image.fromarray(np.zeros((64, 64), np.uint8)).save(truncated)
+    truncated.write_bytes(truncated.read_bytes()[:100])
+    with pytest.raises(ValueError, match="unreadable or truncated"):
+        data.read_image(truncated)
+    text = tmp_path / "notes.png"
+    text.write_text("not an image")
+    with pytest.raises(ValueError, match="not a readable image"):
+        data.read_image(text)
+    with pytest.raises(FileNotFoundError):
+        data.read_image(tmp_path / "missing.png")

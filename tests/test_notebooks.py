@@ -1,0 +1,74 @@
+"""Every notebook: stored clean with a parameters cell, executed with papermill in quick mode, then
+re-executed and compared by nbval (cells marked ``# NBVAL_CHECK_OUTPUT`` must print the same)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted(p for p in (ROOT / "notebooks").rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
+IDS = [str(p.relative_to(ROOT / "notebooks")) for p in NOTEBOOKS]
+
+
+def _cells(path: Path) -> list[dict]:
+    return json.loads(path.read_text())["cells"]
+
+
+def _source(cell: dict) -> str:
+    src = cell["source"]
+    return "".join(src) if isinstance(src, list) else src
+
+
+def test_there_are_notebooks_and_all_are_in_the_toc():
+    assert NOTEBOOKS, "no notebooks found"
+    toc = (ROOT / "_toc.yml").read_text()
+    for nb in NOTEBOOKS:
+        rel = nb.relative_to(ROOT).with_suffix("").as_posix()
+        assert f"file: {rel}" in toc, f"{rel} is not in _toc.yml"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_notebook_is_stored_clean_with_a_parameters_cell(path):
+    cells = _cells(path)
+    assert cells[0]["cell_type"] == "markdown" and _source(cells[0]).lstrip().startswith("# "), \
+        "the first cell must be the markdown title"
+    params = cells[1]
+    assert params["cell_type"] == "code" and "parameters" in params.get("metadata", {}).get("tags", []), \
+        "the first cell after the title must be the papermill 'parameters' cell"
+    assert "quick = None" in _source(params)
+    for cell in cells:
+        if cell["cell_type"] == "code":
+            assert not cell.get("outputs") and cell.get("execution_count") is None, "stored with outputs"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_notebook_installs_helpers_from_the_one_repository(path):
+    url = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"]
+    text = "\n".join(_source(c) for c in _cells(path))
+    assert f'REPOSITORY = "{url}"' in text, "the setup cell must install helpers from _config.yml's repository"
+    others = {u for u in __import__("re").findall(r"https://github\.com/[\w.-]+/[\w.-]+", text)
+              if not u.startswith(url)}
+    assert not others, f"other repository URLs: {others}"
+
+
+@pytest.mark.notebooks
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_notebook_runs_in_quick_mode_and_nbval_agrees(path, tmp_path):
+    import papermill
+
+    executed = tmp_path / path.name
+    papermill.execute_notebook(str(path), str(executed), parameters={"quick": True},
+                               cwd=str(path.parent), kernel_name="python3", progress_bar=False)
+    ini = tmp_path / "pytest.ini"
+    ini.write_text("[pytest]\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "--nbval-lax", "--nbval-current-env", "-p", "no:cacheprovider",
+         "-c", str(ini), "--rootdir", str(tmp_path), str(executed)],
+        cwd=path.parent, capture_output=True, text=True)
+    assert result.returncode == 0, f"nbval failed:\n{result.stdout[-6000:]}\n{result.stderr[-2000:]}"
