@@ -1,0 +1,140 @@
+"""Locally aware patch features from a pretrained CNN (PatchCore, Roth et al. 2022, section 3.1).
+
+Forward hooks collect the outputs of ``layer2[-1]`` and ``layer3[-1]``; the forward pass stops after the
+last hooked layer (the article's code also runs ``layer4`` and the classifier, whose outputs it never
+uses). Each feature map is smoothed with ``AvgPool2d(3, 1, 1)`` (local neighbourhood aggregation), the
+deeper map is upsampled bilinearly to the grid of the shallower one and the two are concatenated:
+512 + 1024 = 1536 channels for ResNet-50 / Wide-ResNet-50-2.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# The stem and the residual stages of a torchvision ResNet, in the order the forward pass runs them.
+RESNET_STAGES: tuple[str, ...] = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
+
+
+class FeatureExtractor(nn.Module):
+    """Collect the outputs of ``<layer>[-1]`` for each named layer of a torchvision-style ResNet.
+
+    ``truncate=True`` runs the stages only up to the deepest hooked layer; ``truncate=False`` runs the
+    backbone's own ``forward`` (all of it, classifier included), as the article does.
+    """
+
+    def __init__(self, backbone: nn.Module, layers: Sequence[str] = ("layer2", "layer3"),
+                 truncate: bool = True) -> None:
+        super().__init__()
+        if not layers:
+            raise ValueError("layers is empty: name at least one stage, e.g. ('layer2', 'layer3')")
+        for name in layers:
+            if name not in RESNET_STAGES[4:] or not hasattr(backbone, name):
+                raise ValueError(f"layer {name!r} is not a residual stage of this backbone; "
+                                 f"choose from {[s for s in RESNET_STAGES[4:] if hasattr(backbone, s)]}")
+        order = [RESNET_STAGES.index(n) for n in layers]
+        if order != sorted(order) or len(set(order)) != len(order):
+            raise ValueError(f"layers must be distinct and ordered shallow to deep, got {tuple(layers)}")
+        self.backbone = backbone.eval()
+        self.layers = tuple(layers)
+        self.truncate = truncate
+        self._stop = RESNET_STAGES.index(self.layers[-1])
+        self._outputs: dict[str, torch.Tensor] = {}
+        self._handles = [getattr(backbone, name)[-1].register_forward_hook(self._hook(name))
+                         for name in self.layers]
+
+    def _hook(self, name: str):
+        def hook(_module: nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
+            self._outputs[name] = output
+        return hook
+
+    def remove_hooks(self) -> None:
+        """Detach the hooks from the backbone (the extractor is unusable afterwards)."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Feature maps of the hooked layers, shallow to deep, for a normalised batch ``x``."""
+        if x.ndim != 4 or x.shape[1] != 3:
+            raise ValueError(f"expected a batch of RGB images [b, 3, h, w], got shape {tuple(x.shape)}")
+        self._outputs = {}
+        if self.truncate:
+            for stage in RESNET_STAGES[: self._stop + 1]:
+                x = getattr(self.backbone, stage)(x)
+        else:
+            self.backbone(x)
+        return [self._outputs[name] for name in self.layers]
+
+
+def aggregate_features(features: Sequence[torch.Tensor], pool: bool = True) -> torch.Tensor:
+    """Locally aware patch features: ``AvgPool2d(3, 1, 1)`` on each map, bilinear upsampling of the
+    deeper maps to the first map's grid, concatenation along channels -> ``[b, sum(C), H, W]``."""
+    if not features:
+        raise ValueError("no feature maps to aggregate")
+    size = features[0].shape[-2:]
+    out = []
+    for f in features:
+        if pool:
+            f = F.avg_pool2d(f, kernel_size=3, stride=1, padding=1)
+        if f.shape[-2:] != size:
+            f = F.interpolate(f, size=size, mode="bilinear", align_corners=False)
+        out.append(f)
+    return torch.cat(out, dim=1)
+
+
+def embedding_to_patches(embedding: torch.Tensor) -> torch.Tensor:
+    """``[b, C, H, W]`` -> ``[b*H*W, C]``, rows ordered image, row, column (the article's triple loop)."""
+    if embedding.ndim != 4:
+        raise ValueError(f"expected an embedding [b, C, H, W], got shape {tuple(embedding.shape)}")
+    return embedding.permute(0, 2, 3, 1).reshape(-1, embedding.shape[1])
+
+
+def check_finite(patches: torch.Tensor, what: str = "features") -> None:
+    """Raise if ``patches`` holds NaN or infinite values (a broken backbone or input)."""
+    if not torch.isfinite(patches).all():
+        bad = int((~torch.isfinite(patches)).sum())
+        raise ValueError(f"{what} contain {bad} NaN/inf values: check the input images (uint8 or floats in "
+                         "[0, 1]) and the backbone weights")
+
+
+@torch.no_grad()
+def extract_patches(extractor: FeatureExtractor, batches: Iterable[torch.Tensor], n_images: int,
+                    pool: bool = True, device: torch.device | str = "cpu",
+                    progress: bool = True, desc: str = "features") -> tuple[torch.Tensor, tuple[int, int]]:
+    """Run ``extractor`` over ``batches`` and stream the patch features into one preallocated
+    ``[n_images*H*W, C]`` float32 tensor (no list of per-image arrays, no final copy).
+
+    Returns the bank and the patch grid ``(H, W)``.
+    """
+    from tqdm.auto import tqdm
+
+    bank: torch.Tensor | None = None
+    grid: tuple[int, int] | None = None
+    row = 0
+    seen = 0
+    bar = tqdm(total=n_images, desc=desc, unit="img", disable=not progress)
+    for x in batches:
+        emb = aggregate_features(extractor(x.to(device)), pool=pool)
+        if grid is None:
+            grid = (int(emb.shape[2]), int(emb.shape[3]))
+            bank = torch.empty((n_images * grid[0] * grid[1], emb.shape[1]), dtype=torch.float32)
+        elif tuple(emb.shape[2:]) != grid:
+            raise ValueError(f"patch grid changed from {grid} to {tuple(emb.shape[2:])}: all images must be "
+                             "preprocessed to the same size")
+        p = embedding_to_patches(emb).float().cpu()
+        if seen + emb.shape[0] > n_images:
+            raise ValueError(f"got more than n_images={n_images} images")
+        bank[row: row + p.shape[0]] = p
+        row += p.shape[0]
+        seen += emb.shape[0]
+        bar.update(emb.shape[0])
+    bar.close()
+    if bank is None or seen != n_images:
+        raise ValueError(f"expected {n_images} images, got {seen}")
+    check_finite(bank)
+    return bank, grid

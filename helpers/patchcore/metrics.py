@@ -1,0 +1,163 @@
+"""Evaluation: image AUROC, pixel AUROC, PRO (per-region overlap), ROC curves and thresholds.
+
+All curves are exact (every distinct score is a threshold). Pixel metrics sort all pixels once with
+torch, which needs far less memory than ``sklearn.metrics.roc_auc_score`` on tens of millions of pixels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+
+def _flat(x) -> torch.Tensor:
+    if isinstance(x, (list, tuple)):
+        return torch.cat([torch.as_tensor(np.asarray(v)).flatten() for v in x])
+    return torch.as_tensor(np.asarray(x)).flatten()
+
+
+def auroc(labels, scores) -> float:
+    """Area under the ROC curve (ties count one half, like scikit-learn), via the rank-sum statistic."""
+    y = _flat(labels).bool()
+    s = _flat(scores)
+    if y.shape != s.shape:
+        raise ValueError(f"{y.numel()} labels but {s.numel()} scores")
+    n_pos = int(y.sum())
+    n_neg = y.numel() - n_pos
+    if n_pos == 0 or n_neg == 0:
+        raise ValueError("AUROC needs both positive and negative labels")
+    s_sorted, order = torch.sort(s)
+    _, inverse, counts = torch.unique_consecutive(s_sorted, return_inverse=True, return_counts=True)
+    ends = torch.cumsum(counts, 0).double()
+    avg_rank = ends - (counts.double() - 1) / 2          # 1-based average rank of each tie group
+    rank_pos = avg_rank[inverse][y[order]].sum().item()
+    return (rank_pos - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+
+
+def roc_curve(labels, scores, max_points: int | None = 2000) -> tuple[np.ndarray, np.ndarray]:
+    """False and true positive rates at every distinct threshold (thinned to ``max_points`` for plots)."""
+    y = _flat(labels).bool()
+    s = _flat(scores)
+    s_sorted, order = torch.sort(s, descending=True)
+    yo = y[order].double()
+    tp = torch.cumsum(yo, 0)
+    fp = torch.cumsum(1 - yo, 0)
+    last = torch.ones_like(s_sorted, dtype=torch.bool)
+    last[:-1] = s_sorted[1:] != s_sorted[:-1]
+    tpr = torch.cat([torch.zeros(1, dtype=torch.float64), tp[last] / tp[-1]])
+    fpr = torch.cat([torch.zeros(1, dtype=torch.float64), fp[last] / fp[-1]])
+    if max_points and fpr.numel() > max_points:
+        keep = torch.linspace(0, fpr.numel() - 1, max_points).round().long()
+        fpr, tpr = fpr[keep], tpr[keep]
+    return fpr.numpy(), tpr.numpy()
+
+
+def check_masks(masks: Sequence[np.ndarray], maps: Sequence) -> None:
+    """Raise if any mask's shape differs from its map's."""
+    if len(masks) != len(maps):
+        raise ValueError(f"{len(masks)} masks for {len(maps)} anomaly maps")
+    for i, (m, a) in enumerate(zip(masks, maps)):
+        if tuple(np.shape(m)) != tuple(np.shape(a)):
+            raise ValueError(f"mask {i} has shape {np.shape(m)} but its anomaly map has {tuple(np.shape(a))}: "
+                             "bring masks into the maps' frame (PatchCore.mask_for / Preprocessor.mask)")
+
+
+def pixel_auroc(masks: Sequence[np.ndarray], maps: Sequence) -> float:
+    """AUROC over all pixels of all images."""
+    check_masks(masks, maps)
+    return auroc(masks, [torch.as_tensor(np.asarray(a)).float() for a in maps])
+
+
+def pro_curve(masks: Sequence[np.ndarray], maps: Sequence) -> tuple[np.ndarray, np.ndarray]:
+    """Exact PRO curve: mean overlap of the connected defect regions vs false positive rate on
+    defect-free pixels, at every distinct threshold (Bergmann et al. 2020/2021)."""
+    check_masks(masks, maps)
+    weights = []
+    n_regions = 0
+    n_neg = 0
+    for m in masks:
+        m = np.asarray(m).astype(bool)
+        lab, n = ndimage.label(m, structure=np.ones((3, 3)))
+        w = np.zeros(m.shape, dtype=np.float64)
+        if n:
+            sizes = np.bincount(lab.ravel())
+            w[m] = 1.0 / sizes[lab[m]]
+        weights.append(torch.from_numpy(w).flatten())
+        n_regions += n
+        n_neg += int((~m).sum())
+    if n_regions == 0 or n_neg == 0:
+        raise ValueError("PRO needs at least one defect region and one defect-free pixel")
+    w = torch.cat(weights)
+    neg = _flat(masks).bool().logical_not()
+    s = torch.cat([torch.as_tensor(np.asarray(a)).float().flatten() for a in maps])
+    s_sorted, order = torch.sort(s, descending=True)
+    pro = torch.cumsum(w[order], 0).div_(n_regions)
+    fpr = torch.cumsum(neg[order].double(), 0).div_(n_neg)
+    last = torch.ones_like(s_sorted, dtype=torch.bool)
+    last[:-1] = s_sorted[1:] != s_sorted[:-1]
+    fpr = torch.cat([torch.zeros(1, dtype=torch.float64), fpr[last]])
+    pro = torch.cat([torch.zeros(1, dtype=torch.float64), pro[last]])
+    return fpr.numpy(), pro.numpy()
+
+
+def pro_score(masks: Sequence[np.ndarray], maps: Sequence, max_fpr: float = 0.3) -> float:
+    """Area under the PRO curve up to ``max_fpr``, divided by ``max_fpr`` (1.0 is perfect)."""
+    fpr, pro = pro_curve(masks, maps)
+    return area_up_to(fpr, pro, max_fpr) / max_fpr
+
+
+def area_up_to(x: np.ndarray, y: np.ndarray, x_max: float) -> float:
+    """Trapezoidal area under ``y(x)`` for ``x`` in ``[0, x_max]`` (``y`` interpolated at ``x_max``)."""
+    keep = x <= x_max
+    xs, ys = x[keep], y[keep]
+    if xs[-1] < x_max:
+        i = np.searchsorted(x, x_max)
+        y_end = np.interp(x_max, x[i - 1:i + 1], y[i - 1:i + 1])
+        xs, ys = np.append(xs, x_max), np.append(ys, y_end)
+    return float(np.trapezoid(ys, xs))
+
+
+# ---------------------------------------------------------------------------------------- thresholds
+
+def percentile_threshold(good_scores, q: float = 99.0) -> float:
+    """Threshold at the ``q``-th percentile of defect-free validation scores (no defects needed)."""
+    good = np.asarray(good_scores, dtype=np.float64)
+    if good.size == 0:
+        raise ValueError("need at least one defect-free validation score")
+    return float(np.percentile(good, q))
+
+
+def best_f1_threshold(labels, scores) -> tuple[float, float]:
+    """Threshold maximising F1 on a labelled set (``score >= t`` is flagged); returns ``(t, F1)``."""
+    y = np.asarray(labels).astype(bool)
+    s = np.asarray(scores, dtype=np.float64)
+    order = np.argsort(-s, kind="stable")
+    s, y = s[order], y[order]
+    tp = np.cumsum(y)
+    fp = np.cumsum(~y)
+    last = np.r_[s[1:] != s[:-1], True]
+    tp, fp, t = tp[last], fp[last], s[last]
+    f1 = 2 * tp / (tp + fp + y.sum())
+    i = int(np.argmax(f1))
+    return float(t[i]), float(f1[i])
+
+
+def rates_per_100(labels, scores, threshold: float) -> dict[str, float]:
+    """Misses per 100 defective parts and false alarms per 100 good parts at ``score >= threshold``."""
+    y = np.asarray(labels).astype(bool)
+    flagged = np.asarray(scores) >= threshold
+    return {"misses_per_100_defective": 100 * float((~flagged[y]).mean()),
+            "false_alarms_per_100_good": 100 * float(flagged[~y].mean())}
+
+
+def normalise_scores(scores, good_scores, q: float = 99.0) -> np.ndarray:
+    """Map scores so that 0 is the median defect-free validation score and 1 its ``q``-th percentile:
+    "1" then means "as unusual as the threshold" for any product, whatever its raw score scale."""
+    good = np.asarray(good_scores, dtype=np.float64)
+    lo, hi = np.median(good), np.percentile(good, q)
+    if hi <= lo:
+        raise ValueError("defect-free scores are constant: cannot normalise")
+    return (np.asarray(scores, dtype=np.float64) - lo) / (hi - lo)

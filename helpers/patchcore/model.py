@@ -1,0 +1,302 @@
+"""``PatchCore``: a small estimator tying the pieces together (fit / predict / save / load)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .anomaly_map import anomaly_maps
+from .features import FeatureExtractor, aggregate_features, check_finite, embedding_to_patches
+from .preprocess import Preprocessor, as_image_array
+from .sampler import coreset_size, greedy_coreset, jl_min_dim, project
+from .scorer import NearestNeighbourScorer, reweighted_image_score
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class PatchCoreConfig:
+    """Settings of :class:`PatchCore`. Defaults follow the PatchCore article except where noted."""
+
+    backbone: str = "auto"                 # helpers.backbones name ("auto": WRN50-2 online, else ResNet-50 v1)
+    layers: tuple[str, ...] = ("layer2", "layer3")
+    pool: bool = True                      # AvgPool2d(3, 1, 1) local aggregation
+    coreset_ratio: float = 0.01            # fraction of training patches kept
+    projection_dim: int | None = None      # None: Johnson-Lindenstrauss dimension for `eps`
+    eps: float = 0.9                       # JL distortion (the article's SparseRandomProjection eps)
+    k: int = 9                             # neighbourhood size b of the paper's eq. 7 (1: plain max)
+    preprocess: str = "center_crop"        # "center_crop" (article), "resize" or "letterbox"
+    image_size: int = 224
+    resize: int = 256                      # only for "center_crop"
+    sigma: float = 4.0                     # Gaussian blur of the anomaly maps, in input pixels
+    seed: int = 0                          # coreset start point and projection
+    batch_size: int = 16
+    device: str | None = None              # None: CUDA if available, else CPU
+    progress: bool = True
+
+    def validate(self) -> None:
+        if not 0 < self.coreset_ratio <= 1:
+            raise ValueError(f"coreset_ratio must lie in (0, 1], got {self.coreset_ratio}")
+        if not 0 < self.eps < 1:
+            raise ValueError(f"eps must lie in (0, 1) (Johnson-Lindenstrauss distortion), got {self.eps}")
+        if not isinstance(self.k, int) or self.k < 1:
+            raise ValueError(f"k must be an integer >= 1, got {self.k!r}")
+        if self.projection_dim is not None and self.projection_dim < 1:
+            raise ValueError(f"projection_dim must be None or >= 1, got {self.projection_dim}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.sigma < 0:
+            raise ValueError(f"sigma must be >= 0, got {self.sigma}")
+        Preprocessor(self.preprocess, self.image_size, self.resize)
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["layers"] = list(self.layers)
+        return d
+
+
+def _image_of(item) -> np.ndarray | str | Path:
+    """Accept arrays, paths, or objects with an ``image`` attribute (``helpers.data.Sample``)."""
+    return item.image if hasattr(item, "image") else item
+
+
+class PatchCore:
+    """PatchCore anomaly detector (Roth et al. 2022).
+
+    >>> model = PatchCore(coreset_ratio=0.01).fit(train_images)      # doctest: +SKIP
+    >>> scores, maps = model.predict(test_images)                     # doctest: +SKIP
+    """
+
+    def __init__(self, backbone: str | nn.Module = "auto", **settings) -> None:
+        names = {f.name for f in fields(PatchCoreConfig)}
+        unknown = set(settings) - names
+        if unknown:
+            raise TypeError(f"unknown PatchCore setting(s) {sorted(unknown)}; valid: {sorted(names)}")
+        if isinstance(backbone, nn.Module):
+            self._backbone: nn.Module | None = backbone
+            settings["backbone"] = getattr(backbone, "name", "custom")
+            self.backbone_description = f"a user-supplied backbone ({type(backbone).__name__})"
+        else:
+            self._backbone = None
+            settings["backbone"] = backbone
+            self.backbone_description = ""
+        if "layers" in settings:
+            settings["layers"] = tuple(settings["layers"])
+        self.config = PatchCoreConfig(**settings)
+        self.config.validate()
+        self.preprocessor = Preprocessor(self.config.preprocess, self.config.image_size, self.config.resize)
+        self.bank: torch.Tensor | None = None
+        self.bank_neighbours: torch.Tensor | None = None
+        self.grid: tuple[int, int] | None = None
+        self.channels: int | None = None
+        self.fit_info: dict = {}
+        self._extractor: FeatureExtractor | None = None
+        self._scorer: NearestNeighbourScorer | None = None
+
+    # ------------------------------------------------------------------------------------ plumbing
+    @property
+    def device(self) -> torch.device:
+        from helpers.runtime import torch_device
+        return torch_device(self.config.device)
+
+    @property
+    def extractor(self) -> FeatureExtractor:
+        if self._extractor is None:
+            if self._backbone is None:
+                from helpers.backbones import load_backbone
+                self._backbone, info = load_backbone(self.config.backbone)
+                self.backbone_description = info.description
+            self._extractor = FeatureExtractor(self._backbone.to(self.device), self.config.layers)
+        return self._extractor
+
+    def _arrays(self, images, what: str) -> list[np.ndarray]:
+        if isinstance(images, np.ndarray):
+            if images.ndim == 2 or (images.ndim == 3 and images.shape[-1] == 3):
+                raise ValueError(f"{what}: got a single image of shape {images.shape}; pass a list of images "
+                                 "or a stacked array [n, H, W] / [n, H, W, 3]")
+            if images.ndim not in (3, 4):
+                raise ValueError(f"{what}: an image array must be [n, H, W] or [n, H, W, 3], got {images.shape}")
+            images = list(images)
+        items = list(images)
+        if not items:
+            raise ValueError(f"{what}: no images given (empty input)")
+        arrays = []
+        for i, item in enumerate(items):
+            try:
+                arrays.append(as_image_array(_image_of(item)))
+            except (ValueError, TypeError, FileNotFoundError) as err:
+                raise type(err)(f"{what}: image {i}: {err}") from None
+        kinds = {a.ndim for a in arrays}
+        if len(kinds) > 1:
+            raise ValueError(f"{what}: mixed grayscale (HxW) and RGB (HxWx3) images; convert them to one kind")
+        return arrays
+
+    def _batches(self, arrays: Sequence[np.ndarray]) -> Iterator[torch.Tensor]:
+        bs = self.config.batch_size
+        for i in range(0, len(arrays), bs):
+            yield self.preprocessor.batch(arrays[i:i + bs])
+
+    @torch.no_grad()
+    def _embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised batch -> patch features ``[b, H*W, C]`` (grid stored in ``self.grid``)."""
+        emb = aggregate_features(self.extractor(x.to(self.device)), pool=self.config.pool)
+        grid = (int(emb.shape[2]), int(emb.shape[3]))
+        if self.grid is not None and grid != self.grid:
+            raise ValueError(f"patch grid {grid} differs from the fitted grid {self.grid}")
+        self.grid = grid
+        patches = embedding_to_patches(emb).float().cpu()
+        check_finite(patches)
+        return patches.view(emb.shape[0], grid[0] * grid[1], emb.shape[1])
+
+    def extract(self, images, desc: str = "features") -> torch.Tensor:
+        """Patch features of ``images`` as one preallocated ``[n, H*W, C]`` tensor (for studies)."""
+        from tqdm.auto import tqdm
+
+        arrays = self._arrays(images, "extract")
+        out = None
+        row = 0
+        with tqdm(total=len(arrays), desc=desc, unit="img", disable=not self.config.progress) as bar:
+            for x in self._batches(arrays):
+                p = self._embed(x)
+                if out is None:
+                    out = torch.empty((len(arrays),) + tuple(p.shape[1:]), dtype=torch.float32)
+                out[row:row + p.shape[0]] = p
+                row += p.shape[0]
+                bar.update(p.shape[0])
+        return out
+
+    # ------------------------------------------------------------------------------------ fit
+    def fit(self, images) -> "PatchCore":
+        """Build the memory bank from defect-free ``images`` (arrays, paths or ``Sample`` objects)."""
+        self.grid = None
+        patches = self.extract(images, desc="fit: features")
+        return self.fit_patches(patches)
+
+    @torch.no_grad()
+    def fit_patches(self, patches: torch.Tensor) -> "PatchCore":
+        """Coreset-subsample precomputed patch features ``[n, P, C]`` or ``[N, C]`` into the memory bank."""
+        cfg = self.config
+        flat = patches.reshape(-1, patches.shape[-1])
+        if flat.shape[0] == 0:
+            raise ValueError("fit: no patch features (empty input)")
+        check_finite(flat)
+        n_keep = coreset_size(flat.shape[0], cfg.coreset_ratio)
+        if cfg.k > n_keep:
+            raise ValueError(f"k={cfg.k} is larger than the memory bank ({n_keep} patches = {cfg.coreset_ratio} "
+                             f"x {flat.shape[0]}): lower k, raise coreset_ratio or fit on more images")
+        dim = cfg.projection_dim if cfg.projection_dim is not None else jl_min_dim(flat.shape[0], cfg.eps)
+        if n_keep < flat.shape[0]:
+            proj = project(flat, dim, seed=cfg.seed)
+            start = int(torch.randint(flat.shape[0], (1,), generator=torch.Generator().manual_seed(cfg.seed)))
+            idx, radius = greedy_coreset(proj, n_keep, start=start, progress=cfg.progress, return_radius=True)
+            del proj
+        else:
+            idx, radius = torch.arange(flat.shape[0]), 0.0
+        self.bank = flat[idx].clone()
+        self.channels = int(self.bank.shape[1])
+        self.fit_info = {"n_patches": int(flat.shape[0]), "bank_size": int(n_keep),
+                         "projection_dim": int(min(dim, flat.shape[1])),
+                         "coverage_radius_projected": float(radius)}
+        self._finish_fit()
+        return self
+
+    def _finish_fit(self) -> None:
+        self._scorer = NearestNeighbourScorer(self.bank)
+        if self.config.k > 1:
+            _, self.bank_neighbours = self._scorer.knn(self.bank, k=self.config.k)
+        else:
+            self.bank_neighbours = torch.arange(self.bank.shape[0])[:, None]
+
+    # ------------------------------------------------------------------------------------ predict
+    def _check_fitted(self) -> None:
+        if self.bank is None or self._scorer is None:
+            raise RuntimeError("this PatchCore model is not fitted: call fit(train_images) (or PatchCore.load) "
+                               "before predict")
+
+    @torch.no_grad()
+    def score_patches(self, patches: torch.Tensor, shapes: Sequence[tuple[int, int]]
+                      ) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Image scores and anomaly maps (evaluation frame) for precomputed patches ``[b, P, C]``."""
+        self._check_fitted()
+        b, P, C = patches.shape
+        if C != self.channels or self.grid is None or P != self.grid[0] * self.grid[1]:
+            raise ValueError(f"patches of shape {tuple(patches.shape)} do not match the fitted model "
+                             f"(grid {self.grid}, {self.channels} channels)")
+        dist, index = self._scorer.knn(patches.reshape(-1, C), k=1)
+        patch_scores = dist[:, 0].view(b, P)
+        nn_index = index[:, 0].view(b, P)
+        if self.config.k > 1:
+            scores = reweighted_image_score(patches, patch_scores, nn_index, self.bank, self.bank_neighbours)
+        else:
+            scores = patch_scores.max(1).values
+        maps = anomaly_maps(patch_scores, self.grid, self.config.image_size, self.config.sigma)
+        frames = [self.preprocessor.map_to_frame(m, h, w).numpy() for m, (h, w) in zip(maps, shapes)]
+        return scores.numpy().astype(np.float64), frames
+
+    def predict(self, images) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Image anomaly scores ``[n]`` and one anomaly map per image, in the evaluation frame
+        (original image size for ``"resize"``/``"letterbox"``, the crop for ``"center_crop"``)."""
+        from tqdm.auto import tqdm
+
+        self._check_fitted()
+        arrays = self._arrays(images, "predict")
+        scores, maps = [], []
+        with tqdm(total=len(arrays), desc="predict", unit="img", disable=not self.config.progress) as bar:
+            for i, x in enumerate(self._batches(arrays)):
+                chunk = arrays[i * self.config.batch_size:(i + 1) * self.config.batch_size]
+                s, m = self.score_patches(self._embed(x), [a.shape[:2] for a in chunk])
+                scores.append(s)
+                maps.extend(m)
+                bar.update(len(chunk))
+        return np.concatenate(scores), maps
+
+    def mask_for(self, mask: np.ndarray, image: np.ndarray | None = None) -> np.ndarray:
+        """Bring a ground-truth mask into the frame of this model's anomaly maps (checks its size)."""
+        shape = None if image is None else as_image_array(_image_of(image)).shape[:2]
+        return self.preprocessor.mask(mask, shape)
+
+    # ------------------------------------------------------------------------------------ persistence
+    def save(self, path: str | Path) -> Path:
+        """Write ``path/config.json`` and ``path/memory_bank.safetensors`` (no pickle)."""
+        from safetensors.torch import save_file
+
+        self._check_fitted()
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        meta = {"format_version": FORMAT_VERSION, "config": self.config.to_json(), "grid": list(self.grid),
+                "channels": self.channels, "fit_info": self.fit_info}
+        (path / "config.json").write_text(json.dumps(meta, indent=2))
+        save_file({"bank": self.bank.contiguous(), "bank_neighbours": self.bank_neighbours.contiguous()},
+                  str(path / "memory_bank.safetensors"))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, backbone: nn.Module | None = None) -> "PatchCore":
+        """Read a model written by :meth:`save`. Pass ``backbone`` if it was fitted with a custom module."""
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        cfg_file, bank_file = path / "config.json", path / "memory_bank.safetensors"
+        if not cfg_file.is_file() or not bank_file.is_file():
+            raise FileNotFoundError(f"{path} is not a saved PatchCore model (expected config.json and "
+                                    "memory_bank.safetensors)")
+        meta = json.loads(cfg_file.read_text())
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"unsupported PatchCore format version {meta.get('format_version')}")
+        settings = dict(meta["config"])
+        name = settings.pop("backbone")
+        if backbone is None and name == "custom":
+            raise ValueError("this model was fitted with a custom backbone module: pass it as backbone=")
+        model = cls(backbone if backbone is not None else name, **settings)
+        tensors = load_file(str(bank_file))
+        model.bank, model.bank_neighbours = tensors["bank"], tensors["bank_neighbours"]
+        model.grid, model.channels = tuple(meta["grid"]), int(meta["channels"])
+        model.fit_info = meta.get("fit_info", {})
+        model._scorer = NearestNeighbourScorer(model.bank)
+        return model

@@ -1,0 +1,104 @@
+"""Memory-bank subsampling: random projection (Johnson-Lindenstrauss) and greedy k-center coreset.
+
+PatchCore (Roth et al. 2022, section 3.2) keeps a subset of the training patches chosen so that every
+patch lies close to a kept one: the greedy k-center rule adds, at each step, the patch farthest from
+everything kept so far. Distances for the selection are computed on randomly projected features, which
+preserve pairwise distances up to a factor ``1 +- eps`` when the dimension is at least the
+Johnson-Lindenstrauss bound ``4 ln(n) / (eps^2/2 - eps^3/3)``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from sklearn.random_projection import johnson_lindenstrauss_min_dim
+
+
+def jl_min_dim(n_samples: int, eps: float) -> int:
+    """Smallest projection dimension for which the JL lemma guarantees distortion ``1 +- eps``."""
+    if not 0 < eps < 1:
+        raise ValueError(f"eps must lie in (0, 1) for the Johnson-Lindenstrauss bound, got {eps}")
+    return int(johnson_lindenstrauss_min_dim(n_samples, eps=eps))
+
+
+def coreset_size(n: int, ratio: float) -> int:
+    """Number of points kept for a coreset ``ratio`` of ``n`` points (at least one)."""
+    if not 0 < ratio <= 1:
+        raise ValueError(f"coreset ratio must lie in (0, 1], got {ratio} (0.01 keeps 1% of the patches)")
+    return max(1, int(n * ratio))
+
+
+def random_projection_matrix(in_dim: int, out_dim: int, seed: int = 0) -> torch.Tensor:
+    """A seeded Gaussian projection ``[in_dim, out_dim]`` with entries N(0, 1/out_dim)."""
+    if out_dim < 1:
+        raise ValueError(f"projection dimension must be >= 1, got {out_dim}")
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(in_dim, out_dim, generator=gen) / math.sqrt(out_dim)
+
+
+def project(x: torch.Tensor, out_dim: int | None, seed: int = 0, batch: int = 65536) -> torch.Tensor:
+    """Project rows of ``x`` to ``out_dim`` dimensions (``None`` or >= input dim: return ``x``)."""
+    if out_dim is None or out_dim >= x.shape[1]:
+        return x
+    w = random_projection_matrix(x.shape[1], out_dim, seed).to(x.device, x.dtype)
+    out = torch.empty((x.shape[0], out_dim), dtype=x.dtype, device=x.device)
+    for i in range(0, x.shape[0], batch):
+        torch.matmul(x[i:i + batch], w, out=out[i:i + batch])
+    return out
+
+
+@torch.no_grad()
+def greedy_coreset(x: torch.Tensor, n: int, start: int = 0, progress: bool = True,
+                   return_radius: bool = False):
+    """Greedy k-center selection of ``n`` row indices of ``x``, starting from row ``start``.
+
+    Each step is one matrix-vector product ``x @ c`` (squared distances via
+    ``||x||^2 - 2 x.c + ||c||^2``), an elementwise minimum and an argmax: one pass over ``x``.
+    Ties go to the lowest index, like ``np.argmax`` in the article's ``kCenterGreedy``.
+    With ``return_radius=True`` also returns the coverage radius (largest distance from any row to its
+    nearest selected row).
+    """
+    from tqdm.auto import tqdm
+
+    if x.ndim != 2 or x.shape[0] == 0:
+        raise ValueError(f"expected a non-empty [n_points, dim] tensor, got shape {tuple(x.shape)}")
+    n_points = x.shape[0]
+    if not 1 <= n <= n_points:
+        raise ValueError(f"cannot select {n} points out of {n_points}")
+    if not 0 <= start < n_points:
+        raise ValueError(f"start index {start} outside [0, {n_points})")
+    sq = (x * x).sum(1)
+    min_d = torch.full((n_points,), float("inf"), dtype=x.dtype, device=x.device)
+    selected = torch.empty(n, dtype=torch.long)
+    idx = start
+    dots = torch.empty(n_points, dtype=x.dtype, device=x.device)
+    for step in tqdm(range(n), desc="coreset", unit="pt", disable=not progress, mininterval=0.5):
+        selected[step] = idx
+        c = x[idx]
+        torch.mv(x, c, out=dots)
+        # squared distance = ||x||^2 - 2 x.c + ||c||^2, clamped at 0 against rounding
+        d = sq.add(dots, alpha=-2).add_(sq[idx]).clamp_(min=0)
+        torch.minimum(min_d, d, out=min_d)
+        min_d[idx] = 0
+        idx = int(torch.argmax(min_d))
+    if return_radius:
+        return selected, float(min_d.max().sqrt())
+    return selected
+
+
+def random_subset(n_points: int, n: int, seed: int = 0) -> torch.Tensor:
+    """``n`` distinct indices drawn uniformly (the baseline the coreset is compared with)."""
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randperm(n_points, generator=gen)[:n]
+
+
+@torch.no_grad()
+def coverage_radius(x: torch.Tensor, selected: torch.Tensor, batch: int = 8192) -> float:
+    """Largest Euclidean distance from a row of ``x`` to its nearest selected row."""
+    centres = x[selected]
+    worst = 0.0
+    for i in range(0, x.shape[0], batch):
+        d = torch.cdist(x[i:i + batch], centres).min(1).values.max()
+        worst = max(worst, float(d))
+    return worst

@@ -1,0 +1,58 @@
+import numpy as np
+import pytest
+import torch
+
+from helpers.patchcore.features import (FeatureExtractor, aggregate_features, embedding_to_patches,
+                                        extract_patches)
+from helpers.patchcore.reference import reshape_embedding
+from helpers.patchcore.testing import toy_backbone
+
+
+def test_hook_shapes_and_truncated_forward_equals_full():
+    fe = FeatureExtractor(toy_backbone(), ("layer2", "layer3"))
+    x = torch.randn(2, 3, 64, 64)
+    short = fe(x)
+    fe.truncate = False
+    full = fe(x)
+    assert [tuple(f.shape) for f in short] == [(2, 128, 8, 8), (2, 256, 4, 4)]
+    for a, b in zip(short, full):
+        assert torch.equal(a, b)
+
+
+def test_aggregate_concat_and_upsampling():
+    f2, f3 = torch.randn(2, 5, 8, 8), torch.randn(2, 7, 4, 4)
+    emb = aggregate_features([f2, f3])
+    assert emb.shape == (2, 12, 8, 8)
+    pooled = torch.nn.AvgPool2d(3, 1, 1)(f2)
+    assert torch.allclose(emb[:, :5], pooled)
+    up = torch.nn.functional.interpolate(torch.nn.AvgPool2d(3, 1, 1)(f3), size=(8, 8), mode="bilinear",
+                                         align_corners=False)
+    assert torch.allclose(emb[:, 5:], up)
+    assert torch.equal(aggregate_features([f2, f3], pool=False)[:, :5], f2)
+
+
+def test_reshape_equals_article_triple_loop():
+    emb = torch.randn(3, 6, 4, 5)
+    assert torch.equal(embedding_to_patches(emb), torch.stack(reshape_embedding(emb)))
+
+
+def test_streaming_extraction_matches_direct():
+    fe = FeatureExtractor(toy_backbone(), ("layer2", "layer3"))
+    x = torch.randn(5, 3, 64, 64)
+    bank, grid = extract_patches(fe, [x[:2], x[2:4], x[4:]], n_images=5, progress=False)
+    assert grid == (8, 8)
+    direct = embedding_to_patches(aggregate_features(fe(x)))
+    assert torch.allclose(bank, direct, atol=1e-5)
+
+
+def test_bad_layers_and_inputs_rejected():
+    bb = toy_backbone()
+    with pytest.raises(ValueError, match="not a residual stage"):
+        FeatureExtractor(bb, ("layer9",))
+    with pytest.raises(ValueError, match="ordered shallow to deep"):
+        FeatureExtractor(bb, ("layer3", "layer2"))
+    fe = FeatureExtractor(bb)
+    with pytest.raises(ValueError, match="RGB images"):
+        fe(torch.randn(1, 1, 64, 64))
+    with pytest.raises(ValueError, match="expected 3 images"):
+        extract_patches(fe, [torch.randn(2, 3, 64, 64)], n_images=3, progress=False)

@@ -1,0 +1,66 @@
+import numpy as np
+import pytest
+from sklearn.metrics import f1_score, roc_auc_score
+from sklearn.metrics import roc_curve as sk_roc
+
+from helpers.patchcore import metrics as M
+
+
+def test_auroc_matches_sklearn_with_ties():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 500)
+    s = np.round(rng.normal(size=500) + y, 1)  # many ties
+    assert M.auroc(y, s) == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+    assert M.auroc([0, 0, 1, 1], [0.1, 0.2, 0.3, 0.4]) == 1.0
+    assert M.auroc([0, 1], [0.5, 0.5]) == 0.5
+    with pytest.raises(ValueError, match="both positive and negative"):
+        M.auroc([1, 1], [0.1, 0.2])
+
+
+def test_pixel_auroc_and_roc_curve():
+    rng = np.random.default_rng(1)
+    masks = [rng.random((6, 7)) > 0.7 for _ in range(3)]
+    maps = [m * 0.5 + rng.random(m.shape) for m in masks]
+    flat_y = np.concatenate([m.ravel() for m in masks])
+    flat_s = np.concatenate([a.ravel() for a in maps])
+    assert M.pixel_auroc(masks, maps) == pytest.approx(roc_auc_score(flat_y, flat_s), abs=1e-7)
+    fpr, tpr = M.roc_curve(flat_y, flat_s, max_points=None)
+    sf, st, _ = sk_roc(flat_y, flat_s, drop_intermediate=False)
+    assert np.allclose(fpr, sf) and np.allclose(tpr, st)
+    with pytest.raises(ValueError, match="does not match|has shape"):
+        M.pixel_auroc([np.zeros((3, 3), bool)], [np.zeros((4, 4))])
+
+
+def test_pro_hand_made():
+    # one image, two defect regions of 2 and 4 pixels, 10 defect-free pixels.
+    mask = np.zeros((4, 4), bool)
+    mask[0, 0:2] = True            # region A: 2 pixels
+    mask[2:4, 2:4] = True          # region B: 4 pixels
+    amap = np.zeros((4, 4))
+    amap[0, 0] = 0.9               # half of A above 0.5
+    amap[2:4, 2:4] = 0.8           # all of B
+    amap[3, 0] = 0.7               # one false positive
+    fpr, pro = M.pro_curve([mask], [amap])
+    # thresholds 0.9, 0.8, 0.7, 0: PRO = (0.5+0)/2, (0.5+1)/2, same, 1 ; FPR = 0, 0, 0.1, 1
+    assert np.allclose(fpr, [0, 0, 0, 0.1, 1.0])
+    assert np.allclose(pro, [0, 0.25, 0.75, 0.75, 1.0])
+    # area up to FPR 0.3: 0.75 from 0 to 0.1 plus interpolation 0.75 -> (0.75 + 0.25*(0.2/0.9)) at 0.3
+    y03 = 0.75 + 0.25 * 0.2 / 0.9
+    expected = (0.1 * 0.75 + 0.2 * (0.75 + y03) / 2) / 0.3
+    assert M.pro_score([mask], [amap]) == pytest.approx(expected)
+    perfect = mask.astype(float)
+    assert M.pro_score([mask], [perfect]) == pytest.approx(1.0)
+
+
+def test_thresholds_and_normalisation():
+    y = np.array([0, 0, 0, 1, 1, 0, 1])
+    s = np.array([0.1, 0.2, 0.35, 0.3, 0.8, 0.4, 0.9])
+    t, f1 = M.best_f1_threshold(y, s)
+    best = max(f1_score(y, s >= c) for c in s)
+    assert f1 == pytest.approx(best) and f1_score(y, s >= t) == pytest.approx(best)
+    good = np.arange(101, dtype=float)
+    assert M.percentile_threshold(good, 99) == pytest.approx(99.0)
+    r = M.rates_per_100(y, s, 0.5)
+    assert r == {"misses_per_100_defective": pytest.approx(100 / 3), "false_alarms_per_100_good": 0.0}
+    z = M.normalise_scores([50.0, 99.0], good, 99)
+    assert np.allclose(z, [0.0, 1.0])

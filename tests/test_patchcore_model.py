@@ -1,0 +1,90 @@
+import numpy as np
+import pytest
+import torch
+
+from helpers.patchcore import PatchCore
+from helpers.patchcore.testing import toy_backbone, toy_images, toy_settings
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    return PatchCore(toy_backbone(), **toy_settings()).fit(toy_images(6))
+
+
+def test_fit_predict_shapes_and_defect_scores_higher(fitted):
+    good = toy_images(3, seed=5)
+    bad = [im.copy() for im in toy_images(3, seed=6)]
+    for im in bad:
+        im[10:25, 20:40] = 255
+    scores, maps = fitted.predict(good + bad)
+    assert scores.shape == (6,) and len(maps) == 6 and maps[0].shape == (64, 64)
+    assert scores[3:].min() > scores[:3].max()
+    assert fitted.fit_info["bank_size"] == int(6 * 64 * 0.25)
+
+
+def test_letterbox_maps_in_image_frame():
+    m = PatchCore(toy_backbone(), **toy_settings(preprocess="letterbox")).fit(toy_images(3))
+    _, maps = m.predict(toy_images(2, shape=(30, 70)))
+    assert maps[0].shape == (30, 70)
+
+
+def test_save_load_round_trip(tmp_path, fitted):
+    test = toy_images(3, seed=9)
+    s1, m1 = fitted.predict(test)
+    fitted.save(tmp_path / "model")
+    assert {p.name for p in (tmp_path / "model").iterdir()} == {"config.json", "memory_bank.safetensors"}
+    loaded = PatchCore.load(tmp_path / "model", backbone=toy_backbone())
+    s2, m2 = loaded.predict(test)
+    assert np.array_equal(s1, s2) and all(np.array_equal(a, b) for a, b in zip(m1, m2))
+    assert loaded.config == fitted.config
+    with pytest.raises(ValueError, match="custom backbone"):
+        PatchCore.load(tmp_path / "model")
+    with pytest.raises(FileNotFoundError, match="not a saved PatchCore"):
+        PatchCore.load(tmp_path / "nothing")
+
+
+def test_determinism_and_seed():
+    imgs = toy_images(4)
+    a = PatchCore(toy_backbone(), **toy_settings(seed=0)).fit(imgs)
+    b = PatchCore(toy_backbone(), **toy_settings(seed=0)).fit(imgs)
+    c = PatchCore(toy_backbone(), **toy_settings(seed=1)).fit(imgs)
+    assert torch.equal(a.bank, b.bank)
+    assert not torch.equal(a.bank, c.bank)
+
+
+def test_errors(tmp_path, fitted):
+    bb = toy_backbone()
+    with pytest.raises(RuntimeError, match="not fitted"):
+        PatchCore(bb, **toy_settings()).predict(toy_images(1))
+    with pytest.raises(ValueError, match="empty input"):
+        PatchCore(bb, **toy_settings()).fit([])
+    with pytest.raises(ValueError, match="mixed grayscale"):
+        fitted.predict([toy_images(1)[0], np.zeros((40, 40, 3), np.uint8)])
+    with pytest.raises(ValueError, match="HxW"):
+        fitted.predict([np.zeros((40, 40, 4), np.uint8)])
+    with pytest.raises(ValueError, match="single image"):
+        fitted.predict(np.zeros((40, 40), np.uint8))
+    bad = tmp_path / "readme.jpg"
+    bad.write_text("hello")
+    with pytest.raises(ValueError, match="image 0: .*not an image file"):
+        fitted.predict([bad])
+    with pytest.raises(ValueError, match="does not match its image"):
+        fitted.mask_for(np.zeros((10, 10), bool), np.zeros((40, 56), np.uint8))
+    with pytest.raises(ValueError, match="larger than the memory bank"):
+        PatchCore(bb, **toy_settings(k=50, coreset_ratio=0.01)).fit(toy_images(2))
+    with pytest.raises(ValueError, match="coreset_ratio"):
+        PatchCore(bb, **toy_settings(coreset_ratio=1.5))
+    with pytest.raises(ValueError, match="k must be"):
+        PatchCore(bb, **toy_settings(k=0))
+    with pytest.raises(ValueError, match="eps"):
+        PatchCore(bb, **toy_settings(eps=1.0))
+    with pytest.raises(TypeError, match="unknown PatchCore setting"):
+        PatchCore(bb, ratio=0.1)
+
+
+def test_nan_features_rejected():
+    bb = toy_backbone()
+    with torch.no_grad():
+        bb.layer2[0].conv1.weight[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN/inf"):
+        PatchCore(bb, **toy_settings()).fit(toy_images(2))

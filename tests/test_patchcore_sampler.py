@@ -1,0 +1,68 @@
+import numpy as np
+import pytest
+import torch
+
+from helpers.patchcore.reference import kCenterGreedy
+from helpers.patchcore.sampler import (coreset_size, coverage_radius, greedy_coreset, jl_min_dim, project,
+                                       random_subset)
+
+
+class _Identity:
+    def transform(self, x):
+        return x
+
+
+def _article(x: np.ndarray, n: int) -> list[int]:
+    sel = kCenterGreedy(x, 0, 0)
+    return [int(i) for i in sel.select_batch(model=_Identity(), already_selected=[], N=n)]
+
+
+def test_same_selection_as_article_kcentergreedy_from_index_0():
+    x = np.random.default_rng(0).normal(size=(600, 16))
+    ours = greedy_coreset(torch.from_numpy(x), 40, start=0, progress=False).tolist()
+    assert ours == _article(x, 40)
+    assert ours[0] == 0  # the article's start-point bug: always patch 0
+
+
+def test_same_selection_from_another_start():
+    x = np.random.default_rng(1).normal(size=(500, 8))
+    start = 123
+    perm = np.r_[start, np.delete(np.arange(500), start)]   # move `start` to row 0 for the article's code
+    article = [int(perm[i]) for i in _article(x[perm], 30)]
+    ours = greedy_coreset(torch.from_numpy(x), 30, start=start, progress=False).tolist()
+    assert ours == article
+
+
+def test_float32_selection_matches_and_radius():
+    x = torch.randn(2000, 32, generator=torch.Generator().manual_seed(2))
+    idx, radius = greedy_coreset(x, 50, start=0, progress=False, return_radius=True)
+    assert idx.tolist() == _article(x.double().numpy(), 50)
+    assert radius == pytest.approx(coverage_radius(x, idx), rel=1e-4)
+    assert len(set(idx.tolist())) == 50
+    # a greedy coreset covers better than a random subset of the same size
+    assert radius < coverage_radius(x, random_subset(2000, 50, seed=0))
+
+
+def test_jl_bound_and_projection():
+    n, eps = 156_800, 0.9
+    expected = int(4 * np.log(n) / (eps ** 2 / 2 - eps ** 3 / 3))
+    assert jl_min_dim(n, eps) == expected
+    x = torch.randn(300, 256, generator=torch.Generator().manual_seed(0))
+    p1, p2, p3 = project(x, 64, seed=0), project(x, 64, seed=0), project(x, 64, seed=1)
+    assert p1.shape == (300, 64) and torch.equal(p1, p2) and not torch.equal(p1, p3)
+    assert project(x, None) is x
+    # distances roughly preserved
+    d0, d1 = torch.pdist(x), torch.pdist(p1)
+    assert 0.8 < float((d1 / d0).median()) < 1.2
+
+
+def test_errors():
+    with pytest.raises(ValueError, match=r"\(0, 1\)"):
+        jl_min_dim(100, 1.5)
+    with pytest.raises(ValueError, match=r"\(0, 1\]"):
+        coreset_size(100, 0)
+    assert coreset_size(100, 1.0) == 100 and coreset_size(10, 0.01) == 1
+    with pytest.raises(ValueError, match="cannot select"):
+        greedy_coreset(torch.randn(5, 2), 6, progress=False)
+    with pytest.raises(ValueError, match="start index"):
+        greedy_coreset(torch.randn(5, 2), 2, start=5, progress=False)
