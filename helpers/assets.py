@@ -486,3 +486,76 @@ def describe(names: Iterable[str] | None = None) -> list[dict[str, str]]:
         rows.append({"name": a.name, "title": a.title, "source": src or "offline assets only",
                      "licence": a.licence, "citation": a.citation})
     return rows
+
+
+# --------------------------------------------------------------------------------------------
+# Offline bundle for a workshop room: python -m helpers.assets bundle DEST
+# --------------------------------------------------------------------------------------------
+
+BUNDLE_DEFAULT = ("mnist", "fashion-mnist", "magnetic-tile", "wide_resnet50_2", "resnet50_v1")
+
+
+def bundle(dest: str | Path, names: Iterable[str] = BUNDLE_DEFAULT, *, skip_missing: bool = False) -> Path:
+    """Copy (downloading first where needed) every asset in ``names`` into ``dest``.
+
+    ``dest`` then works as ``VAD_ASSETS`` on a machine without network. A ``SHA256SUMS`` file is
+    written beside the assets, so the copies are checked when they are used.
+    """
+    dest = Path(dest).expanduser().resolve()
+    dest.mkdir(parents=True, exist_ok=True)
+    done = []
+    for name in tqdm(list(names), desc="assets", unit="asset"):
+        asset = get_asset(name)
+        try:
+            folder = locate(name)
+        except AssetNotFoundError as err:
+            if skip_missing:
+                print(f"skipped {name}: {str(err).splitlines()[0]}")
+                continue
+            raise
+        target = dest / asset.folder
+        if folder.resolve() == target.resolve():
+            done.append(name)
+            continue
+        patterns = [p for p in asset.required] + [f.path for f in asset.files]
+        if asset.archive is not None:  # a whole tree
+            shutil.copytree(folder, target, dirs_exist_ok=True)
+        else:
+            target.mkdir(parents=True, exist_ok=True)
+            for pattern in dict.fromkeys(patterns):
+                for src in folder.glob(pattern):
+                    shutil.copy2(src, target / src.name)
+        done.append(name)
+    lines = []
+    for path in sorted(p for p in dest.rglob("*") if p.is_file() and p.name != "SHA256SUMS"):
+        lines.append(f"{sha256_file(path)}  ./{path.relative_to(dest).as_posix()}")
+    (dest / "SHA256SUMS").write_text("\n".join(lines) + "\n")
+    print(f"{len(done)} assets in {dest} ({', '.join(done)}); use it with {ASSETS_ENV}={dest}")
+    return dest
+
+
+def _main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m helpers.assets",
+                                     description="List the book's assets or bundle them for offline use.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="list every asset with its source and licence")
+    b = sub.add_parser("bundle", help="fetch every asset into one folder to copy to offline machines")
+    b.add_argument("dest")
+    b.add_argument("--assets", nargs="+", default=list(BUNDLE_DEFAULT), choices=sorted(ASSETS))
+    b.add_argument("--skip-missing", action="store_true",
+                   help="leave out assets that cannot be had here instead of failing")
+    args = parser.parse_args(argv)
+    if args.command == "list":
+        for row in describe():
+            print(f"{row['name']:16} {row['licence'][:40]:40} {row['source']}")
+    else:
+        try:
+            bundle(args.dest, args.assets, skip_missing=args.skip_missing)
+        except AssetError as err:
+            raise SystemExit(f"error: {err}")
+
+
+if __name__ == "__main__":
+    _main()

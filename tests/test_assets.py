@@ -167,3 +167,19 @@ def test_download_of_idx_asset_then_load(isolated_assets, http_server, monkeypat
     monkeypatch.setitem(assets.ASSETS, "mnist", assets.Asset(**{**real.__dict__, "files": tuple(files)}))
     x, y = data.load_mnist("test")
     assert np.array_equal(x, images) and np.array_equal(y, labels)
+
+
+def test_offline_bundle_works_as_an_assets_root(tmp_path, monkeypatch):
+    """`python -m helpers.assets bundle DEST` gives a folder the book runs from with no network."""
+    dest = tmp_path / "bundle"
+    assets._main(["bundle", str(dest), "--assets", "mnist", "magnetic-tile"])
+    assert (dest / "SHA256SUMS").is_file() and (dest / "mnist" / "t10k-images-idx3-ubyte.gz").is_file()
+    monkeypatch.setenv("VAD_ASSETS", str(dest))
+    monkeypatch.setenv("VAD_OFFLINE", "1")
+    monkeypatch.setenv("VAD_CACHE", str(tmp_path / "empty-cache"))
+    assets._sums.cache_clear()
+    assert assets.locate("mnist") == dest / "mnist"
+    assert data.load_mnist("test")[0].shape == (10000, 28, 28)
+    assert len(data.load_magnetic_tile().defect_test) == 392
+    with pytest.raises(assets.AssetNotFoundError, match="fashion-mnist"):
+        assets.locate("fashion-mnist")
