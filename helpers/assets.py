@@ -82,6 +82,11 @@ class Asset:
     how_to_get: str = ""
 
     @property
+    def needs_subfolder(self) -> bool:
+        """True for assets located one part at a time (MVTec AD: one category)."""
+        return any("{category}" in p for p in self.required)
+
+    @property
     def downloadable(self) -> bool:
         return self.archive is not None or any(f.url for f in self.files)
 
@@ -392,6 +397,8 @@ def locate(name: str, *, subfolder: str | None = None, download_ok: bool = True,
     :class:`AssetNotFoundError` if the asset is nowhere and cannot be downloaded.
     """
     asset = get_asset(name)
+    if asset.needs_subfolder and not subfolder:
+        raise ValueError(f"asset '{name}' is located one part at a time: pass subfolder=<category>")
     fmt = {"category": subfolder} if subfolder else {}
     required = tuple(p.format(**fmt) for p in asset.required)
     root = assets_root()
