@@ -5,3 +5,8 @@ Modules: :mod:`crops` (8x8 training crops), :mod:`losses` (the terms D, A, M of 
 :mod:`scoring` (the batched sliding-window scorer), :mod:`plots` (the article's heat-map figure)
 and :mod:`article` (faithful copies of the article's own loops, kept for comparison only).
 """
+
+from helpers._compat import load_triton_before_tensorflow as _load_triton_first
+
+_load_triton_first()  # TensorFlow first, then triton (via torchvision) segfaults
+

@@ -193,7 +193,7 @@ def train_vae(crops: np.ndarray, epochs: int = 10, batch_size: int = 128, seed: 
     history: dict = {"loss": [], "seconds": []}
     epoch_iter = range(epochs)
     if progress:
-        from tqdm.auto import tqdm
+        from tqdm import tqdm
         epoch_iter = tqdm(epoch_iter, desc=f"seed {seed}", leave=False)
     for _ in epoch_iter:
         order = rng.permutation(len(crops))
