@@ -66,3 +66,11 @@ def test_errors():
         greedy_coreset(torch.randn(5, 2), 6, progress=False)
     with pytest.raises(ValueError, match="start index"):
         greedy_coreset(torch.randn(5, 2), 2, start=5, progress=False)
+
+
+def test_radius_history_matches_prefix_radius():
+    x = torch.randn(400, 6, generator=torch.Generator().manual_seed(3))
+    idx, radii = greedy_coreset(x, 20, start=5, progress=False, radius_history=True)
+    for n in (1, 7, 20):
+        assert float(radii[n - 1]) == pytest.approx(coverage_radius(x, idx[:n]), rel=1e-4)
+    assert torch.all(radii[1:] <= radii[:-1] + 1e-6)

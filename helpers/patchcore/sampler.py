@@ -50,14 +50,16 @@ def project(x: torch.Tensor, out_dim: int | None, seed: int = 0, batch: int = 65
 
 @torch.no_grad()
 def greedy_coreset(x: torch.Tensor, n: int, start: int = 0, progress: bool = True,
-                   return_radius: bool = False):
+                   return_radius: bool = False, radius_history: bool = False):
     """Greedy k-center selection of ``n`` row indices of ``x``, starting from row ``start``.
 
     Each step is one matrix-vector product ``x @ c`` (squared distances via
     ``||x||^2 - 2 x.c + ||c||^2``), an elementwise minimum and an argmax: one pass over ``x``.
     Ties go to the lowest index, like ``np.argmax`` in the article's ``kCenterGreedy``.
     With ``return_radius=True`` also returns the coverage radius (largest distance from any row to its
-    nearest selected row).
+    nearest selected row). With ``radius_history=True`` returns ``(indices, radii)`` where ``radii[i]`` is
+    the coverage radius of the first ``i + 1`` selected rows (greedy selections are nested, so one run
+    gives the radius for every coreset size up to ``n``).
     """
     from tqdm.auto import tqdm
 
@@ -73,6 +75,7 @@ def greedy_coreset(x: torch.Tensor, n: int, start: int = 0, progress: bool = Tru
     selected = torch.empty(n, dtype=torch.long)
     idx = start
     dots = torch.empty(n_points, dtype=x.dtype, device=x.device)
+    radii = torch.empty(n, dtype=torch.float64) if radius_history else None
     for step in tqdm(range(n), desc="coreset", unit="pt", disable=not progress, mininterval=0.5):
         selected[step] = idx
         c = x[idx]
@@ -82,6 +85,10 @@ def greedy_coreset(x: torch.Tensor, n: int, start: int = 0, progress: bool = Tru
         torch.minimum(min_d, d, out=min_d)
         min_d[idx] = 0
         idx = int(torch.argmax(min_d))
+        if radii is not None:
+            radii[step] = float(min_d[idx])
+    if radius_history:
+        return selected, radii.sqrt()
     if return_radius:
         return selected, float(min_d.max().sqrt())
     return selected
