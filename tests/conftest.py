@@ -10,6 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from helpers._compat import load_triton_before_tensorflow
+
+load_triton_before_tensorflow()  # test modules import both keras and torchvision
+
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_ASSETS = (ROOT.parent / "shared" / "assets").resolve()
 
