@@ -1,28 +1,116 @@
-"""The whole book builds (quick mode, Sphinx warnings as errors) with executed figures."""
+"""The whole book builds (quick mode, Sphinx warnings as errors), then every page is opened in
+headless Chromium from a loopback server and checked as a reader would see it."""
 
 from __future__ import annotations
 
+import functools
 import re
+import shutil
+import threading
+import urllib.parse
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+import yaml
 
 from helpers import book
 
 ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+SCREENSHOTS = ROOT / "_build" / "screenshots"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--disable-quic"]
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    out = tmp_path_factory.mktemp("book")
+    book.build("quick", output=out)
+    return out / "_build" / "html"
 
 
 @pytest.mark.book
-def test_book_builds_in_quick_mode(tmp_path):
-    index = book.build("quick", output=tmp_path)
-    html = tmp_path / "_build" / "html"
-    assert index.is_file()
-    page = (html / "notebooks" / "getting-started.html").read_text()
+def test_book_builds_in_quick_mode_with_figures(built):
+    assert (built / "index.html").is_file()
+    page = (built / "notebooks" / "getting-started.html").read_text()
     assert "quick</b> mode" in page, "the rendered book must say which mode built it"
-    assert "Traceback" not in page
     images = re.findall(r'<img[^>]+src="([^"]+)"', page)
     executed = [src for src in images if "_images/" in src]
     assert len(executed) >= 4, f"the getting-started chapter should show its figures, found {images}"
     for src in executed:
-        assert (html / "notebooks" / src).resolve().is_file(), src
+        assert (built / "notebooks" / src).resolve().is_file(), src
     assert "Egyptian cat" in page
+    assert (built / "_static" / "mathjax" / "tex-chtml.js").is_file(), "MathJax must be served locally"
+
+
+@pytest.fixture(scope="module")
+def server(built):
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(built))
+    handler.log_message = lambda *a, **k: None
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def _pages(built: Path) -> list[str]:
+    skip = {"genindex.html", "search.html"}
+    return sorted(p.relative_to(built).as_posix() for p in built.rglob("*.html")
+                  if not p.relative_to(built).parts[0].startswith("_") and p.name not in skip)
+
+
+@pytest.mark.book
+def test_every_page_in_a_real_browser(built, server):
+    assert CHROMIUM, "Debian's chromium is needed for this test: apt-get install chromium (.ci/run does)"
+    from playwright.sync_api import sync_playwright
+
+    repo = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"]
+    colab_prefix = "https://colab.research.google.com/github/" + repo.removeprefix("https://github.com/")
+    notebook_pages = {p.relative_to(ROOT).with_suffix(".html").as_posix()
+                      for p in (ROOT / "notebooks").rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts}
+    pages = _pages(built)
+    assert "index.html" in pages and notebook_pages <= set(pages), sorted(notebook_pages - set(pages))
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    problems: list[str] = []
+    links: set[str] = set()
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        # no request may leave the machine: the book must work offline
+        page.route(re.compile(r"^https?://(?!127\.0\.0\.1)"), lambda route: route.abort())
+        for rel in pages:
+            page.goto(f"{server}/{rel}", wait_until="load")
+            text = page.inner_text("body")
+            if "Traceback (most recent call last)" in text or page.locator(".output.traceback, .output.error").count():
+                problems.append(f"{rel}: shows a Python traceback or error output")
+            for src, width in page.eval_on_selector_all("img", "els => els.map(e => [e.src, e.naturalWidth])"):
+                if not width:
+                    problems.append(f"{rel}: image did not load: {src}")
+            for href in page.eval_on_selector_all("a[href]", "els => els.map(e => e.href)"):
+                if href.startswith(server):
+                    links.add(href.split("#")[0])
+            if rel in notebook_pages:
+                colab = page.eval_on_selector_all(
+                    "a[href]", f"els => els.filter(e => e.href.startsWith('{colab_prefix}')).length")
+                if not colab:
+                    problems.append(f"{rel}: no Colab launch link")
+            if page.locator("mjx-container").count() == 0 and page.locator(".math").count() > 0:
+                problems.append(f"{rel}: math did not render")
+        page.goto(f"{server}/index.html", wait_until="load")
+        page.screenshot(path=str(SCREENSHOTS / "front-page.png"), full_page=False)
+        chapter = sorted(notebook_pages)[0]
+        page.goto(f"{server}/{chapter}", wait_until="load")
+        page.screenshot(path=str(SCREENSHOTS / "chapter.png"), full_page=False)
+        browser.close()
+    for link in sorted(links):
+        path = urllib.parse.urlparse(link).path.lstrip("/")
+        target = built / urllib.parse.unquote(path)
+        if target.is_dir():
+            target = target / "index.html"
+        if not target.is_file():
+            problems.append(f"broken internal link: {link}")
+    assert not problems, "\n".join(problems)
+    assert (SCREENSHOTS / "front-page.png").stat().st_size > 10_000
