@@ -126,6 +126,7 @@ def test_scorer_covers_every_window_and_reduces(trained):
     assert ws.image_score("M", "max").shape == (3,)
     np.testing.assert_allclose(ws.image_score("M", "mean"), ws.scores["M"].mean(axis=(1, 2)))
     assert ws.pixel_map("sigma2").shape == (3, 28, 28)
+    assert np.isclose(ws.outputs["m_pixel"][0, 3, 4].sum(), ws.scores["M"][0, 3, 4], rtol=1e-4)
 
 
 @pytest.mark.parametrize("images, kwargs, match", [

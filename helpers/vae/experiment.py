@@ -41,11 +41,12 @@ def evaluate(model, normal: np.ndarray, anomaly: np.ndarray, scores=SCORES, hows
 def run_ablation(train_images: np.ndarray, normal: np.ndarray, anomaly: np.ndarray, *,
                  n_crops: int, epochs: int, batch_size: int, seeds, scores=SCORES,
                  hows=("max", "mean"), progress: bool = True, dequantise: bool = False,
-                 tag: str = "", **model_kwargs) -> list[dict]:
+                 tag: str = "", keep_models: list | None = None, **model_kwargs) -> list[dict]:
     """For each seed: sample crops (seeded), train, score ``normal`` vs ``anomaly``; one row per result.
 
     Rows hold ``seed``, ``score``, ``image`` (max/mean), ``auroc``, ``tag``, the final training loss
-    and the seconds per epoch.
+    and the seconds per epoch. Pass a list as ``keep_models`` to collect each seed's
+    :class:`~helpers.vae.model.TrainResult` (model and per-epoch history).
     """
     rows = []
     seeds = list(seeds)
@@ -60,6 +61,8 @@ def run_ablation(train_images: np.ndarray, normal: np.ndarray, anomaly: np.ndarr
         t0 = time.perf_counter()
         res = train_vae(x, epochs=epochs, batch_size=batch_size, seed=seed, **model_kwargs)
         sec = (time.perf_counter() - t0) / max(epochs, 1)
+        if keep_models is not None:
+            keep_models.append(res)
         for row in evaluate(res.model, normal, anomaly, scores, hows):
             row.update(seed=seed, tag=tag, final_loss=res.history["loss"][-1], sec_per_epoch=sec,
                        median_sigma2=res.history["median_sigma2"][-1])
@@ -79,9 +82,10 @@ def summarise(rows: list[dict]) -> dict:
 def table(rows: list[dict], digits: int = 3) -> str:
     """A plain-text table: one line per (tag, score, image), mean +- std and the per-seed values."""
     summary = summarise(rows)
-    lines = [f"{'setting':<22}{'score':<20}{'image':<6}{'AUROC mean':>11}{'std':>7}   per seed"]
+    w = max([len("setting")] + [len(k[0]) for k in summary]) + 2
+    lines = [f"{'setting':<{w}}{'score':<20}{'image':<6}{'AUROC mean':>11}{'std':>7}   per seed"]
     for (tag, score, how), v in summary.items():
         per = " ".join(f"{a:.{digits}f}" for a in v["values"])
-        lines.append(f"{tag:<22}{SCORE_LABELS.get(score, score):<20}{how:<6}"
+        lines.append(f"{tag:<{w}}{SCORE_LABELS.get(score, score):<20}{how:<6}"
                      f"{v['mean']:>11.{digits}f}{v['std']:>7.{digits}f}   {per}")
     return "\n".join(lines)

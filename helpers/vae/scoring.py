@@ -132,7 +132,7 @@ class WindowScores:
         raise ValueError(f"image score must be 'max' or 'mean' over windows, got {how!r}")
 
     def pixel_map(self, output: str) -> np.ndarray:
-        """Per-pixel mean over covering windows of a decoder output ("mu", "sigma2") or "sq_err"."""
+        """Per-pixel mean over covering windows of "mu", "sigma2", "sq_err" or "m_pixel" (M's summand)."""
         if output not in self.outputs:
             raise KeyError(f"{output!r} not kept; call score_windows(..., keep_outputs=True)")
         return self._spread(self.outputs[output], "mean")
@@ -177,5 +177,6 @@ def score_windows(model, images, scores=("full", "M"), window: int = 8, stride: 
     if keep_outputs:
         shape = (n, nr, nc, window, window)
         kept = {"mu": outputs[0].reshape(shape), "sigma2": outputs[1].reshape(shape),
-                "sq_err": ((flat - outputs[0]) ** 2).reshape(shape)}
+                "sq_err": ((flat - outputs[0]) ** 2).reshape(shape),
+                "m_pixel": (0.5 * (flat - outputs[0]) ** 2 / outputs[1]).reshape(shape)}
     return WindowScores(result, window, stride, x.shape[1:], kept)
