@@ -61,7 +61,7 @@ def study(train, test, base: dict, feature_variants: Sequence[dict], model_varia
         shared_backbone = ref.extractor.backbone
         masks = [ref.mask_for(s.mask, s.image) for s in test]
         t0 = time.perf_counter()
-        train_patches = ref.extract(train, desc=f"train features {fv}")
+        train_patches = ref.extract(train, desc=f"train features {fv}", dtype=getattr(torch, ref.config.fit_dtype))
         t_train = time.perf_counter() - t0
         models, banks = [], {}
         for mv in model_variants:

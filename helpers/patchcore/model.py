@@ -37,6 +37,7 @@ class PatchCoreConfig:
     sigma: float = 4.0                     # Gaussian blur of the anomaly maps, in input pixels
     seed: int = 0                          # coreset start point and projection
     batch_size: int = 16
+    fit_dtype: str = "float16"             # storage of all training patches during fit (float32: 2x memory)
     device: str | None = None              # None: CUDA if available, else CPU
     progress: bool = True
 
@@ -51,6 +52,8 @@ class PatchCoreConfig:
             raise ValueError(f"projection_dim must be None or >= 1, got {self.projection_dim}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.fit_dtype not in ("float16", "float32"):
+            raise ValueError(f"fit_dtype must be 'float16' or 'float32', got {self.fit_dtype!r}")
         if self.sigma < 0:
             raise ValueError(f"sigma must be >= 0, got {self.sigma}")
         Preprocessor(self.preprocess, self.image_size, self.resize)
@@ -154,7 +157,7 @@ class PatchCore:
         check_finite(patches)
         return patches.view(emb.shape[0], grid[0] * grid[1], emb.shape[1])
 
-    def extract(self, images, desc: str = "features") -> torch.Tensor:
+    def extract(self, images, desc: str = "features", dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """Patch features of ``images`` as one preallocated ``[n, H*W, C]`` tensor (for studies)."""
         from tqdm.auto import tqdm
 
@@ -165,7 +168,7 @@ class PatchCore:
             for x in self._batches(arrays):
                 p = self._embed(x)
                 if out is None:
-                    out = torch.empty((len(arrays),) + tuple(p.shape[1:]), dtype=torch.float32)
+                    out = torch.empty((len(arrays),) + tuple(p.shape[1:]), dtype=dtype)
                 out[row:row + p.shape[0]] = p
                 row += p.shape[0]
                 bar.update(p.shape[0])
@@ -175,7 +178,7 @@ class PatchCore:
     def fit(self, images) -> "PatchCore":
         """Build the memory bank from defect-free ``images`` (arrays, paths or ``Sample`` objects)."""
         self.grid = None
-        patches = self.extract(images, desc="fit: features")
+        patches = self.extract(images, desc="fit: features", dtype=getattr(torch, self.config.fit_dtype))
         return self.fit_patches(patches)
 
     @torch.no_grad()
@@ -192,13 +195,13 @@ class PatchCore:
                              f"x {flat.shape[0]}): lower k, raise coreset_ratio or fit on more images")
         dim = cfg.projection_dim if cfg.projection_dim is not None else jl_min_dim(flat.shape[0], cfg.eps)
         if n_keep < flat.shape[0]:
-            proj = project(flat, dim, seed=cfg.seed)
+            proj = project(flat, dim, seed=cfg.seed) if dim < flat.shape[1] else flat.float()
             start = int(torch.randint(flat.shape[0], (1,), generator=torch.Generator().manual_seed(cfg.seed)))
             idx, radius = greedy_coreset(proj, n_keep, start=start, progress=cfg.progress, return_radius=True)
             del proj
         else:
             idx, radius = torch.arange(flat.shape[0]), 0.0
-        self.bank = flat[idx].clone()
+        self.bank = flat[idx].float()
         self.channels = int(self.bank.shape[1])
         self.fit_info = {"n_patches": int(flat.shape[0]), "bank_size": int(n_keep),
                          "projection_dim": int(min(dim, flat.shape[1])),

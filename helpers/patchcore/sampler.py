@@ -41,10 +41,11 @@ def project(x: torch.Tensor, out_dim: int | None, seed: int = 0, batch: int = 65
     """Project rows of ``x`` to ``out_dim`` dimensions (``None`` or >= input dim: return ``x``)."""
     if out_dim is None or out_dim >= x.shape[1]:
         return x
-    w = random_projection_matrix(x.shape[1], out_dim, seed).to(x.device, x.dtype)
-    out = torch.empty((x.shape[0], out_dim), dtype=x.dtype, device=x.device)
+    dtype = torch.float64 if x.dtype == torch.float64 else torch.float32   # float16 input: float32 output
+    w = random_projection_matrix(x.shape[1], out_dim, seed).to(x.device, dtype)
+    out = torch.empty((x.shape[0], out_dim), dtype=dtype, device=x.device)
     for i in range(0, x.shape[0], batch):
-        torch.matmul(x[i:i + batch], w, out=out[i:i + batch])
+        torch.matmul(x[i:i + batch].to(dtype), w, out=out[i:i + batch])
     return out
 
 

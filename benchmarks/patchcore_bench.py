@@ -1,0 +1,237 @@
+"""PatchCore benchmark: the helpers against the article's code and against hardware bounds.
+
+Everything is measured in one run on this machine (nothing is quoted from elsewhere):
+
+* greedy coreset (helper, torch) vs the article's ``kCenterGreedy`` on the same projected features:
+  same selection from the same start, speed-up, coverage radius; the paper's 128-d float32 projection vs
+  the article's setting; time per selected point vs the memory-streaming bound (bytes read per step /
+  measured memory bandwidth);
+* nearest-neighbour scoring (cached bank, one GEMM per batch) vs the article's per-image ball-tree
+  refit, and vs the matrix-multiply bound (FLOPs / measured GEMM rate);
+* tensor reshape vs the article's triple loop; truncated vs full forward;
+* ``predict`` throughput at a 1% coreset vs the backbone's forward pass alone;
+* peak memory (RSS) of ``fit`` for several numbers of training images.
+
+Run:  VAD_ASSETS=../shared/assets python benchmarks/patchcore_bench.py  [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+import torch
+
+
+def best_of(fn, repeats: int = 3) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def memory_bandwidth_gbs(n_bytes: int = 512 * 2**20) -> float:
+    """Read bandwidth: sum over a large float32 tensor (best of 5)."""
+    x = torch.ones(n_bytes // 4)
+    x.sum()
+    return n_bytes / best_of(lambda: x.sum(), 5) / 1e9
+
+
+def gemm_gflops(m: int, n: int, k: int) -> float:
+    a, b = torch.randn(m, k), torch.randn(k, n)
+    torch.mm(a, b)
+    return 2 * m * n * k / best_of(lambda: torch.mm(a, b), 5) / 1e9
+
+
+def fit_memory(n_images: int, settings: dict) -> dict:
+    """RSS of a fresh child process that reads ``n_images`` defect-free images, loads the backbone and
+    fits: resident memory just before ``fit`` and the peak during it (sampled every 5 ms)."""
+    code = f"""
+import json, os, threading, time
+from helpers import assets
+from helpers.data import read_image
+from helpers.patchcore import PatchCore
+page = os.sysconf("SC_PAGE_SIZE") / 2**20
+rss = lambda: int(open("/proc/self/statm").read().split()[1]) * page
+files = sorted((assets.locate("magnetic-tile") / "MT_Free" / "Imgs").glob("*.jpg"))[:{n_images}]
+imgs = [read_image(f) for f in files]
+m = PatchCore(**{settings!r}, progress=False)
+m.extractor
+before = rss(); peak = [before]; done = [False]
+def poll():
+    while not done[0]:
+        peak[0] = max(peak[0], rss()); time.sleep(0.005)
+th = threading.Thread(target=poll); th.start()
+m.fit(imgs)
+done[0] = True; th.join()
+print(json.dumps({{"n_images": len(imgs), "rss_before_fit_mb": before, "peak_rss_mb": max(peak[0], rss()),
+                   "bank_mb": m.bank.numel() * 4 / 2**20, "all_patches_mb": m.fit_info["n_patches"] * m.channels * (2 if m.config.fit_dtype == "float16" else 4) / 2**20}}))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n-images", type=int, default=200, help="training images for the bank (article: 200)")
+    ap.add_argument("--steps", type=int, default=None, help="greedy steps to time (default: 1%% of the bank)")
+    ap.add_argument("--n-test", type=int, default=32, help="test images for scoring / predict timings")
+    ap.add_argument("--memory-sizes", default="100,200,400", help="training-set sizes for the memory test")
+    ap.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
+    args = ap.parse_args()
+    if args.quick:
+        args.n_images, args.n_test, args.memory_sizes = 16, 8, "8,16"
+
+    from sklearn.random_projection import SparseRandomProjection
+
+    from helpers.backbones import load_backbone
+    from helpers.data import load_magnetic_tile
+    from helpers.patchcore import PatchCore
+    from helpers.patchcore.features import FeatureExtractor, embedding_to_patches
+    from helpers.patchcore.preprocess import Preprocessor
+    from helpers.patchcore.reference import article_patch_scores, kCenterGreedy, reshape_embedding
+    from helpers.patchcore.sampler import coverage_radius, greedy_coreset, project
+    from helpers.runtime import seed_everything
+
+    seed_everything(0)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    bw = memory_bandwidth_gbs()
+    print(f"measured memory read bandwidth: {bw:.1f} GB/s")
+
+    data = load_magnetic_tile()
+    rng = np.random.default_rng(0)
+    train = [data.train[i] for i in sorted(rng.choice(len(data.train), args.n_images, replace=False))]
+    test = (data.good_test[: args.n_test // 2] + data.defect_test[:: max(1, len(data.defect_test) // (args.n_test // 2))]
+            )[: args.n_test]
+    model, info = load_backbone("auto")
+    print("backbone:", info.description)
+    pre = Preprocessor("center_crop")
+    results: dict[str, object] = {}
+
+    # -------------------------------------------------------------- forward: truncated vs full
+    x = pre.batch([s.image for s in test[:16]])
+    fe = FeatureExtractor(model)
+    fe(x)
+    t_short = best_of(lambda: fe(x), 2) / len(x)
+    fe.truncate = False
+    t_full = best_of(lambda: fe(x), 2) / len(x)
+    fe.truncate = True
+    print(f"\n[forward] full (article) {1000 * t_full:.0f} ms/img | stop after layer3 {1000 * t_short:.0f} ms/img "
+          f"| ratio {t_full / t_short:.2f}x")
+    results["forward"] = {"full_ms": 1000 * t_full, "truncated_ms": 1000 * t_short}
+
+    # -------------------------------------------------------------- reshape: triple loop vs tensor
+    from helpers.patchcore.features import aggregate_features
+    emb = aggregate_features(fe(x))
+    t_loop = best_of(lambda: np.array(reshape_embedding(emb.numpy())), 2)
+    t_tensor = best_of(lambda: embedding_to_patches(emb), 3)
+    print(f"[reshape] {emb.shape[0]} images: triple loop + np.array {1000 * t_loop:.1f} ms | tensor "
+          f"{1000 * t_tensor:.1f} ms | ratio {t_loop / t_tensor:.2f}x")
+    results["reshape"] = {"loop_ms": 1000 * t_loop, "tensor_ms": 1000 * t_tensor}
+
+    # -------------------------------------------------------------- bank
+    pc = PatchCore(model, preprocess="center_crop", coreset_ratio=0.01, k=9, progress=False)
+    t0 = time.perf_counter()
+    patches = pc.extract(train)
+    t_extract = time.perf_counter() - t0
+    bank = patches.reshape(-1, patches.shape[-1])
+    n = bank.shape[0]
+    steps = args.steps or max(1, int(0.01 * n))
+    print(f"\n[bank] {args.n_images} images -> {n:,} x {bank.shape[1]} patches in {t_extract:.0f} s "
+          f"({1000 * t_extract / args.n_images:.0f} ms/img)")
+
+    # -------------------------------------------------------------- coreset
+    projector = SparseRandomProjection(n_components="auto", eps=0.9, random_state=0).fit(bank.numpy())
+    selector = kCenterGreedy(bank.numpy(), 0, 0)
+    t0 = time.perf_counter()
+    art_idx = selector.select_batch(model=projector, already_selected=[], N=steps)
+    t_art_total = time.perf_counter() - t0
+    feats = np.asarray(selector.features)
+    t_transform = best_of(lambda: projector.transform(bank.numpy()), 1)
+    t_art = (t_art_total - t_transform) / steps
+    ft = torch.from_numpy(feats)
+    t0 = time.perf_counter()
+    our_idx = greedy_coreset(ft, steps, start=0, progress=False)
+    t_ours = (time.perf_counter() - t0) / steps
+    same = our_idx.tolist() == [int(i) for i in art_idx]
+    p128 = project(bank, 128, seed=0)
+    t0 = time.perf_counter()
+    idx128 = greedy_coreset(p128, steps, start=0, progress=False)
+    t_128 = (time.perf_counter() - t0) / steps
+    r_art = coverage_radius(ft.float(), torch.as_tensor([int(i) for i in art_idx]))
+    r_128 = coverage_radius(ft.float(), idx128)
+    d_art = feats.shape[1]
+    bytes_step = lambda d, item: n * d * item + 4 * n * 4          # projected bank + 4 float vectors
+    bound_art = bytes_step(d_art, feats.dtype.itemsize) / (bw * 1e9)
+    bound_128 = bytes_step(128, 4) / (bw * 1e9)
+    print(f"\n[coreset] {steps} of {n:,} points")
+    print(f"  article kCenterGreedy, {d_art}-d {feats.dtype}: {1000 * t_art:.2f} ms/point")
+    print(f"  helper on the same features:        {1000 * t_ours:.2f} ms/point  same selection: {same}  "
+          f"speed-up {t_art / t_ours:.2f}x (target >= 2x)  vs bound {bound_art * 1000:.2f} ms: "
+          f"{t_ours / bound_art:.2f}x (target <= 1.5x)")
+    print(f"  helper, paper's 128-d float32:      {1000 * t_128:.2f} ms/point  vs article {t_art / t_128:.2f}x "
+          f"(target >= 4x)  vs bound {bound_128 * 1000:.2f} ms: {t_128 / bound_128:.2f}x (target <= 1.5x)")
+    print(f"  coverage radius (measured in the article's {d_art}-d space): article {r_art:.2f} | "
+          f"helper 128-d {r_128:.2f}")
+    results["coreset"] = {"n": n, "steps": steps, "dim_article": d_art, "article_ms": 1000 * t_art,
+                          "helper_same_features_ms": 1000 * t_ours, "same_selection": same,
+                          "helper_128_ms": 1000 * t_128, "bound_same_ms": 1000 * bound_art,
+                          "bound_128_ms": 1000 * bound_128, "radius_article": r_art, "radius_128": r_128,
+                          "bandwidth_gbs": bw}
+
+    # -------------------------------------------------------------- nearest neighbours
+    pc.fit_patches(patches)
+    del patches, bank, selector, feats, ft, p128
+    test_p = pc.extract(test)
+    nb = pc.bank.shape[0]
+    b_np = pc.bank.numpy()
+    n_art = min(8, len(test))
+    t0 = time.perf_counter()
+    for i in range(n_art):
+        article_patch_scores(test_p[i].numpy(), b_np, n_neighbors=9)
+    t_ball = (time.perf_counter() - t0) / n_art
+    flat = test_p.reshape(-1, test_p.shape[-1])
+    pc._scorer.knn(flat[:784], k=1)
+    t_nn = best_of(lambda: pc._scorer.knn(flat, k=1), 3) / len(test)
+    P, C = test_p.shape[1], test_p.shape[2]
+    rate = gemm_gflops(4096, nb, C)
+    bound_nn = 2 * P * nb * C / (rate * 1e9)
+    print(f"\n[nearest neighbour] bank {nb:,} x {C}, {P} patches per image")
+    print(f"  article (ball tree refit per image, k=9): {1000 * t_ball:.1f} ms/img")
+    print(f"  helper (cached bank, GEMM):              {1000 * t_nn:.2f} ms/img  speed-up {t_ball / t_nn:.0f}x "
+          f"(target >= 20x)  vs GEMM bound {1000 * bound_nn:.2f} ms ({rate:.0f} GFLOP/s): {t_nn / bound_nn:.2f}x "
+          f"(target <= 1.5x)")
+    results["nn"] = {"ball_tree_ms": 1000 * t_ball, "helper_ms": 1000 * t_nn, "gemm_bound_ms": 1000 * bound_nn,
+                     "gemm_gflops": rate}
+
+    # -------------------------------------------------------------- predict vs forward alone
+    imgs = [s.image for s in test]
+    pc.predict(imgs[:4])
+    t_pred = best_of(lambda: pc.predict(imgs), 2) / len(imgs)
+    xb = [pre.batch(imgs[i:i + 16]) for i in range(0, len(imgs), 16)]
+    t_fwd = best_of(lambda: [fe(b) for b in xb], 2) / len(imgs)
+    print(f"\n[predict] 1% coreset: {1000 * t_pred:.0f} ms/img | backbone forward alone {1000 * t_fwd:.0f} ms/img "
+          f"| ratio {t_pred / t_fwd:.2f} (target <= 1.3)")
+    results["predict"] = {"predict_ms": 1000 * t_pred, "forward_ms": 1000 * t_fwd}
+
+    # -------------------------------------------------------------- memory
+    print("\n[memory] peak RSS of fit (fresh process each):")
+    results["memory"] = []
+    for m in [int(v) for v in args.memory_sizes.split(",")]:
+        r = fit_memory(m, {"preprocess": "center_crop", "coreset_ratio": 0.01, "k": 9})
+        results["memory"].append(r)
+        print(f"  {m:4d} images: RSS before fit {r['rss_before_fit_mb']:.0f} MB (torch, model, images), peak during "
+              f"fit {r['peak_rss_mb']:.0f} MB (+{r['peak_rss_mb'] - r['rss_before_fit_mb']:.0f} MB; all patches "
+              f"{r['all_patches_mb']:.0f} MB, coreset bank {r['bank_mb']:.0f} MB) (target < 2048 MB at 200)")
+    print("\n" + json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
