@@ -94,9 +94,11 @@ def embedding_to_patches(embedding: torch.Tensor) -> torch.Tensor:
     return embedding.permute(0, 2, 3, 1).reshape(-1, embedding.shape[1])
 
 
-def check_finite(patches: torch.Tensor, what: str = "features") -> None:
-    """Raise if ``patches`` holds NaN or infinite values (a broken backbone or input)."""
-    if not torch.isfinite(patches).all():
+def check_finite(patches: torch.Tensor, what: str = "features", chunk: int = 8192) -> None:
+    """Raise if ``patches`` holds NaN or infinite values (a broken backbone or input); checks in chunks
+    of rows so no full-size temporary is created."""
+    flat = patches.reshape(-1, patches.shape[-1]) if patches.ndim > 1 else patches[:, None]
+    if not all(bool(torch.isfinite(flat[i:i + chunk]).all()) for i in range(0, flat.shape[0], chunk)):
         bad = int((~torch.isfinite(patches)).sum())
         raise ValueError(f"{what} contain {bad} NaN/inf values: check the input images (uint8 or floats in "
                          "[0, 1]) and the backbone weights")

@@ -37,7 +37,7 @@ def random_projection_matrix(in_dim: int, out_dim: int, seed: int = 0) -> torch.
     return torch.randn(in_dim, out_dim, generator=gen) / math.sqrt(out_dim)
 
 
-def project(x: torch.Tensor, out_dim: int | None, seed: int = 0, batch: int = 65536) -> torch.Tensor:
+def project(x: torch.Tensor, out_dim: int | None, seed: int = 0, batch: int = 8192) -> torch.Tensor:
     """Project rows of ``x`` to ``out_dim`` dimensions (``None`` or >= input dim: return ``x``)."""
     if out_dim is None or out_dim >= x.shape[1]:
         return x
@@ -71,7 +71,7 @@ def greedy_coreset(x: torch.Tensor, n: int, start: int = 0, progress: bool = Tru
         raise ValueError(f"cannot select {n} points out of {n_points}")
     if not 0 <= start < n_points:
         raise ValueError(f"start index {start} outside [0, {n_points})")
-    sq = (x * x).sum(1)
+    sq = torch.linalg.vector_norm(x, dim=1).square_()
     min_d = torch.full((n_points,), float("inf"), dtype=x.dtype, device=x.device)
     selected = torch.empty(n, dtype=torch.long)
     idx = start
