@@ -29,7 +29,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Iterable
 
-from tqdm.auto import tqdm
+from tqdm import tqdm  # text bars: tqdm.auto warns on stderr where ipywidgets is missing
 
 ASSETS_ENV = "VAD_ASSETS"
 CACHE_ENV = "VAD_CACHE"
