@@ -50,7 +50,7 @@ def study(train, test, base: dict, feature_variants: Sequence[dict], model_varia
     variant costs only its coreset selection and nearest-neighbour search.
     Returns one dict per combination with the settings, metrics, bank size and timings.
     """
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     rows = []
     types = [s.defect_type for s in test]

@@ -113,7 +113,7 @@ def extract_patches(extractor: FeatureExtractor, batches: Iterable[torch.Tensor]
 
     Returns the bank and the patch grid ``(H, W)``.
     """
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     bank: torch.Tensor | None = None
     grid: tuple[int, int] | None = None

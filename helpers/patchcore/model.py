@@ -159,7 +159,7 @@ class PatchCore:
 
     def extract(self, images, desc: str = "features", dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """Patch features of ``images`` as one preallocated ``[n, H*W, C]`` tensor (for studies)."""
-        from tqdm.auto import tqdm
+        from tqdm import tqdm
 
         arrays = self._arrays(images, "extract")
         out = None
@@ -245,7 +245,7 @@ class PatchCore:
     def predict(self, images) -> tuple[np.ndarray, list[np.ndarray]]:
         """Image anomaly scores ``[n]`` and one anomaly map per image, in the evaluation frame
         (original image size for ``"resize"``/``"letterbox"``, the crop for ``"center_crop"``)."""
-        from tqdm.auto import tqdm
+        from tqdm import tqdm
 
         self._check_fitted()
         arrays = self._arrays(images, "predict")

@@ -62,7 +62,7 @@ def greedy_coreset(x: torch.Tensor, n: int, start: int = 0, progress: bool = Tru
     the coverage radius of the first ``i + 1`` selected rows (greedy selections are nested, so one run
     gives the radius for every coreset size up to ``n``).
     """
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     if x.ndim != 2 or x.shape[0] == 0:
         raise ValueError(f"expected a non-empty [n_points, dim] tensor, got shape {tuple(x.shape)}")
