@@ -83,6 +83,7 @@ def test_every_page_in_a_real_browser(built, server):
         page.route(re.compile(r"^https?://(?!127\.0\.0\.1)"), lambda route: route.abort())
         for rel in pages:
             page.goto(f"{server}/{rel}", wait_until="load")
+            page.evaluate("async () => { if (window.MathJax && MathJax.startup) await MathJax.startup.promise; }")
             text = page.inner_text("body")
             if "Traceback (most recent call last)" in text or page.locator(".output.traceback, .output.error").count():
                 problems.append(f"{rel}: shows a Python traceback or error output")
@@ -97,8 +98,9 @@ def test_every_page_in_a_real_browser(built, server):
                     "a[href]", f"els => els.filter(e => e.href.startsWith('{colab_prefix}')).length")
                 if not colab:
                     problems.append(f"{rel}: no Colab launch link")
-            if page.locator("mjx-container").count() == 0 and page.locator(".math").count() > 0:
-                problems.append(f"{rel}: math did not render")
+            raw = page.locator(".math:not(:has(mjx-container))").count()
+            if raw:
+                problems.append(f"{rel}: {raw} formula(s) not rendered by MathJax")
         page.goto(f"{server}/index.html", wait_until="load")
         page.screenshot(path=str(SCREENSHOTS / "front-page.png"), full_page=False)
         chapter = sorted(notebook_pages)[0]
