@@ -114,16 +114,21 @@ class Split:
 
 
 def read_image(path: str | Path, mode: str = "L") -> np.ndarray:
-    """Read an image file as uint8 ("L" grayscale or "RGB"), with a clear error for bad files.
+    """Read an image file as uint8 ("L" grayscale, "RGB", or "auto": grayscale files stay HxW,
+    all others become HxWx3 RGB), with a clear error for bad files.
 
-    16-bit images are scaled to 8 bit; RGBA and palette images are converted to ``mode``.
+    16-bit images are scaled to 8 bit; RGBA and palette images are converted to RGB (or L).
     """
+    if mode not in ("L", "RGB", "auto"):
+        raise ValueError(f"mode must be 'L', 'RGB' or 'auto', got {mode!r}")
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"image file {path} does not exist")
     try:
         with Image.open(path) as img:
             img.load()
+            if mode == "auto":
+                mode = "L" if img.mode in ("L", "1", "I;16", "I;16B", "I;16L", "I") else "RGB"
             if img.mode in ("I;16", "I;16B", "I;16L", "I"):
                 arr = np.asarray(img, dtype=np.float64)
                 top = 65535.0 if arr.max() > 255 else 255.0

@@ -66,7 +66,7 @@ def test_errors(tmp_path, fitted):
         fitted.predict(np.zeros((40, 40), np.uint8))
     bad = tmp_path / "readme.jpg"
     bad.write_text("hello")
-    with pytest.raises(ValueError, match="image 0: .*not an image file"):
+    with pytest.raises(ValueError, match="image 0: .*not a readable image"):
         fitted.predict([bad])
     with pytest.raises(ValueError, match="does not match its image"):
         fitted.mask_for(np.zeros((10, 10), bool), np.zeros((40, 56), np.uint8))

@@ -38,7 +38,7 @@ def test_map_and_mask_frames():
 def test_image_validation(tmp_path):
     bad = tmp_path / "notes.png"
     bad.write_text("not an image")
-    with pytest.raises(ValueError, match="not an image file"):
+    with pytest.raises(ValueError, match="not a readable image"):
         load_image(bad)
     with pytest.raises(ValueError, match="HxW"):
         as_image_array(np.zeros((10, 10, 4), np.uint8))

@@ -20,26 +20,17 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-# ImageNet statistics used by torchvision's pretrained models (also in helpers.backbones).
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from ..backbones import IMAGENET_MEAN, IMAGENET_STD  # torchvision's ImageNet statistics
+from ..data import read_image
 MODES = ("center_crop", "resize", "letterbox")
 
 
 def load_image(path: str | Path) -> np.ndarray:
-    """Read an image file as uint8 (``HxW`` for grayscale, ``HxWx3`` otherwise)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no image file at {path}")
-    try:
-        with Image.open(path) as im:
-            im.load()
-            arr = np.asarray(im.convert("L") if im.mode in ("L", "I;16", "I", "1") else im.convert("RGB"))
-    except UnidentifiedImageError as err:
-        raise ValueError(f"{path} is not an image file PIL can read (png, jpg, bmp, ...): {err}") from None
-    return arr
+    """Read an image file as uint8 (``HxW`` for grayscale, ``HxWx3`` otherwise); see
+    :func:`helpers.data.read_image` for the conversions and errors."""
+    return read_image(path, "auto")
 
 
 def as_image_array(image: np.ndarray | str | Path) -> np.ndarray:
