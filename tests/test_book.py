@@ -103,7 +103,7 @@ def test_every_page_in_a_real_browser(built, server):
                 problems.append(f"{rel}: {raw} formula(s) not rendered by MathJax")
         page.goto(f"{server}/index.html", wait_until="load")
         page.screenshot(path=str(SCREENSHOTS / "front-page.png"), full_page=False)
-        chapter = sorted(notebook_pages)[0]
+        chapter = "notebooks/getting-started.html"
         page.goto(f"{server}/{chapter}", wait_until="load")
         page.screenshot(path=str(SCREENSHOTS / "chapter.png"), full_page=False)
         browser.close()
