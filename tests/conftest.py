@@ -22,6 +22,18 @@ if not os.environ.get("VAD_ASSETS") and SHARED_ASSETS.is_dir():
     os.environ["VAD_ASSETS"] = str(SHARED_ASSETS)
 
 
+@pytest.fixture(scope="session")
+def quick_runs(tmp_path_factory):
+    """Every notebook executed once with papermill in quick mode, exactly as the book build does it;
+    the notebook tests re-run these under nbval and the book test builds from them.
+    Returns ``(folder, {notebook relative to notebooks/: helpers.book.Run})``."""
+    from helpers import book
+
+    out = tmp_path_factory.mktemp("executed-quick")
+    runs = book.execute("quick", out=out)
+    return out, {r.notebook: r for r in runs}
+
+
 @pytest.fixture
 def isolated_assets(tmp_path, monkeypatch):
     """No assets root, an empty cache in tmp_path, downloads allowed."""

@@ -24,9 +24,9 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-b
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory):
+def built(tmp_path_factory, quick_runs):
     out = tmp_path_factory.mktemp("book")
-    book.build("quick", output=out)
+    book.build("quick", output=out, executed=quick_runs[0])  # reuses the notebooks executed once
     return out / "_build" / "html"
 
 

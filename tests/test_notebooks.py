@@ -63,20 +63,21 @@ def test_notebook_installs_helpers_from_the_one_repository(path):
 
 @pytest.mark.notebooks
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
-def test_notebook_runs_in_quick_mode_twice_and_nbval_agrees(path, tmp_path):
-    """papermill runs the notebook with ``quick=True``; then nbval runs it twice over in ONE fresh
-    kernel (all cells, then all cells again: no hidden state may break a re-run) and compares the
-    cells marked ``# NBVAL_CHECK_OUTPUT``, in both passes, with papermill's outputs."""
+def test_notebook_runs_in_quick_mode_twice_and_nbval_agrees(path, tmp_path, quick_runs):
+    """papermill has run the notebook with ``quick=True`` (the ``quick_runs`` fixture, shared with the
+    book build); nbval now runs it twice over in ONE fresh kernel (all cells, then all cells again: no
+    hidden state may break a re-run) and compares the cells marked ``# NBVAL_CHECK_OUTPUT``, in both
+    passes, with papermill's outputs."""
     import copy
     import uuid
 
     import nbformat
-    import papermill
 
-    executed = tmp_path / path.name
-    papermill.execute_notebook(str(path), str(executed), parameters={"quick": True},
-                               cwd=str(path.parent), kernel_name="python3", progress_bar=False)
-    nb = nbformat.read(executed, as_version=4)
+    run = quick_runs[1][path.relative_to(ROOT / "notebooks").as_posix()]
+    assert run.ok, f"papermill failed on {path.name} (executed copy: {run.path}):\n{run.error}"
+    nb = nbformat.read(run.path, as_version=4)
+    injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert injected and "quick = True" in injected[0].source, "papermill must inject quick = True"
     again = copy.deepcopy(nb.cells[1:])  # everything after the title, the injected parameters included
     for cell in again:
         cell.metadata["tags"] = [t for t in cell.metadata.get("tags", []) if t != "parameters"]

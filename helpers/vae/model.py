@@ -14,7 +14,7 @@ import keras
 import numpy as np
 from keras import layers, ops
 
-from . import losses
+from . import cache, losses
 
 TERMS = ("D", "A", "M", "SE")
 REDUCTIONS = ("mean", "article")
@@ -165,6 +165,7 @@ class TrainResult:
 
     model: VAE
     history: dict = field(default_factory=dict)
+    from_cache: bool = False   # True when reused from the build's model cache (see helpers.vae.cache)
 
 
 def probe_terms(model: VAE, x: np.ndarray) -> dict:
@@ -181,7 +182,8 @@ def train_vae(crops: np.ndarray, epochs: int = 10, batch_size: int = 128, seed: 
 
     Each epoch shuffles with ``np.random.default_rng(seed)`` and runs ``fit(..., verbose=0)``.
     ``history`` has per-epoch ``loss``, ``seconds`` and probe means of each term on the first
-    ``probe`` crops.
+    ``probe`` crops. When ``VAD_MODEL_CACHE`` is set, an identical earlier run is reused
+    (:mod:`helpers.vae.cache`; ``from_cache`` says so and ``history`` is the stored one).
     """
     crops = np.asarray(crops, np.float32)
     if crops.ndim != 4 or crops.shape[-1] != 1:
@@ -189,6 +191,11 @@ def train_vae(crops: np.ndarray, epochs: int = 10, batch_size: int = 128, seed: 
     if not np.isfinite(crops).all() or crops.min() < 0 or crops.max() > 1:
         raise ValueError("crops must be finite and in [0, 1]; scale uint8 pixels by 1/255")
     model = build_vae(seed=seed, input_shape=crops.shape[1:], **model_kwargs)
+    settings = dict(epochs=epochs, batch_size=batch_size, seed=seed, probe=probe, **model_kwargs)
+    key = cache.training_key(crops, settings)
+    cached = cache.load(key, model)
+    if cached is not None:
+        return TrainResult(model, cached, from_cache=True)
     rng = np.random.default_rng(seed)
     history: dict = {"loss": [], "seconds": []}
     epoch_iter = range(epochs)
@@ -203,5 +210,6 @@ def train_vae(crops: np.ndarray, epochs: int = 10, batch_size: int = 128, seed: 
         history["loss"].append(float(h.history["loss"][-1]))
         for k, v in probe_terms(model, crops[:probe]).items():
             history.setdefault(k, []).append(v)
+    cache.store(key, model, history, settings)
     return TrainResult(model, history)
 

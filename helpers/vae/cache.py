@@ -1,0 +1,88 @@
+"""A cache of trained VAEs for book builds: one training run is done once and reused by later chapters.
+
+Several chapters train the same model (chapter 1's baseline is chapter 4's first MNIST seed and
+chapter 6's baseline; chapter 5 repeats chapter 4's Fashion-MNIST pairs). When the environment
+variable ``VAD_MODEL_CACHE`` names a folder (``python -m helpers.book`` sets it to
+``_build/models``), :func:`helpers.vae.model.train_vae` stores each trained model there and reuses
+it when the *same* run is asked for again.
+
+"Same" is strict: the key hashes the training crops (bytes, shape, dtype), every training setting,
+the source of the modules that define the model, loss and training loop, and the Keras, backend and
+NumPy versions. Anything else changes the key and the model is trained afresh. Weights are stored as
+Keras ``.weights.h5`` (HDF5 arrays, no pickle) beside a JSON file with the training history, each
+written to a temporary name and renamed into place. Without the variable nothing is cached.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+ENV = "VAD_MODEL_CACHE"
+_SOURCES = ("model.py", "losses.py", "cache.py")
+
+
+def cache_dir() -> Path | None:
+    """The cache folder named by ``VAD_MODEL_CACHE``, or ``None`` when caching is off."""
+    value = os.environ.get(ENV, "").strip()
+    return Path(value).expanduser() if value else None
+
+
+def training_key(crops: np.ndarray, settings: dict) -> str:
+    """A hex key for one training run: crops, settings, code and library versions."""
+    import keras
+
+    h = hashlib.sha256()
+    arr = np.ascontiguousarray(crops)
+    h.update(f"{arr.shape}|{arr.dtype}".encode())
+    h.update(arr.tobytes())
+    h.update(json.dumps(settings, sort_keys=True, default=str).encode())
+    here = Path(__file__).resolve().parent
+    for name in _SOURCES:
+        h.update((here / name).read_bytes())
+    h.update(f"keras {keras.__version__} {keras.backend.backend()} numpy {np.__version__}".encode())
+    return h.hexdigest()[:32]
+
+
+def _paths(folder: Path, key: str) -> tuple[Path, Path]:
+    return folder / f"vae-{key}.weights.h5", folder / f"vae-{key}.json"
+
+
+def load(key: str, model) -> dict | None:
+    """Load cached weights into ``model`` (built with the same settings) and return the stored
+    history, or ``None`` when caching is off or the run is not cached."""
+    folder = cache_dir()
+    if folder is None:
+        return None
+    weights, meta = _paths(folder, key)
+    if not (weights.is_file() and meta.is_file()):
+        return None
+    with warnings.catch_warnings():  # the optimizer's state is not needed (no further training)
+        warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+        model.load_weights(str(weights))
+    return json.loads(meta.read_text())["history"]
+
+
+def store(key: str, model, history: dict, settings: dict) -> Path | None:
+    """Save a trained model and its history under ``key`` (atomic renames); ``None`` when off."""
+    folder = cache_dir()
+    if folder is None:
+        return None
+    folder.mkdir(parents=True, exist_ok=True)
+    weights, meta = _paths(folder, key)
+    tmp_weights = folder / f"tmp-{os.getpid()}-{key}.weights.h5"
+    tmp_meta = folder / f"tmp-{os.getpid()}-{key}.json"
+    try:
+        model.save_weights(str(tmp_weights))
+        tmp_meta.write_text(json.dumps({"settings": settings, "history": history}, default=str))
+        os.replace(tmp_weights, weights)
+        os.replace(tmp_meta, meta)
+    finally:
+        for tmp in (tmp_weights, tmp_meta):
+            tmp.unlink(missing_ok=True)
+    return weights

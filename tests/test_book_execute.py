@@ -1,0 +1,61 @@
+"""The build's executor: papermill per chapter, keeps going past a failure, reuses unchanged runs."""
+
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from helpers import book
+
+
+def _notebook(path: Path, body: str) -> None:
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell("quick = None")
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [nbformat.v4.new_markdown_cell("# t"), params, nbformat.v4.new_code_cell(body)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, path)
+
+
+def test_execute_keeps_going_reports_failures_and_reuses_unchanged(tmp_path):
+    root = tmp_path / "proj"
+    _notebook(root / "notebooks" / "a.ipynb", "print('mode', quick)")
+    _notebook(root / "notebooks" / "b.ipynb", "raise ValueError('boom in b')")
+    _notebook(root / "notebooks" / "appendix-reproducibility.ipynb", "print('last')")
+    out = tmp_path / "out"
+    runs = book.execute("quick", root=root, out=out)
+    assert [r.notebook for r in runs] == ["a.ipynb", "b.ipynb", "appendix-reproducibility.ipynb"]  # appendix last
+    assert [r.status for r in runs] == ["executed", "failed", "executed"]
+    assert "mode True" in Path(runs[0].path).read_text()
+    assert "boom in b" in runs[1].error
+    with pytest.raises(book.BookBuildError, match=r"b\.ipynb"):
+        book.check(runs)
+    again = book.execute("quick", root=root, out=out)
+    assert [r.status for r in again] == ["reused", "failed", "executed"]
+    _notebook(root / "notebooks" / "a.ipynb", "print('changed', quick)")   # an edit invalidates the run
+    assert book.execute("quick", root=root, out=out)[0].status == "executed"
+    assert book.execute("full", root=root, out=tmp_path / "full")[0].status == "executed"
+
+
+def test_bad_mode_is_refused():
+    with pytest.raises(ValueError, match="quick' or 'full"):
+        book.execute("fast")
+
+
+def test_a_part_depends_on_its_own_helpers_only(tmp_path):
+    root = tmp_path / "proj"
+    for name in ("helpers/common.py", "helpers/patchcore/x.py", "helpers/vae/y.py"):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text("# v1\n")
+    nb = root / "notebooks" / "patchcore" / "p.ipynb"
+    _notebook(nb, "pass")
+    key = book.source_key(nb, "quick", root)
+    (root / "helpers/vae/y.py").write_text("# v2\n")
+    assert book.source_key(nb, "quick", root) == key, "a VAE helper change must not re-run Part I"
+    (root / "helpers/patchcore/x.py").write_text("# v2\n")
+    key2 = book.source_key(nb, "quick", root)
+    assert key2 != key
+    (root / "helpers/common.py").write_text("# v2\n")
+    assert book.source_key(nb, "quick", root) != key2
+    assert book.source_key(nb, "full", root) != book.source_key(nb, "quick", root)
