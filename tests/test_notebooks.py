@@ -92,3 +92,41 @@ def test_notebook_runs_in_quick_mode_twice_and_nbval_agrees(path, tmp_path, quic
          "-c", str(ini), "--rootdir", str(tmp_path), str(twice)],
         cwd=path.parent, capture_output=True, text=True)
     assert result.returncode == 0, f"nbval failed:\n{result.stdout[-6000:]}\n{result.stderr[-2000:]}"
+
+
+CHAPTERS = [p for p in NOTEBOOKS if p.name != "appendix-reproducibility.ipynb"]
+CHAPTER_IDS = [str(p.relative_to(ROOT / "notebooks")) for p in CHAPTERS]
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=CHAPTER_IDS)
+def test_chapter_ends_with_exercises_and_hidden_solutions(path):
+    """2-4 exercises under a final '## Exercises' heading; each has a solution behind a toggle (a
+    dropdown admonition, and optionally a runnable code cell tagged hide-cell)."""
+    cells = _cells(path)
+    heads = [i for i, c in enumerate(cells) if c["cell_type"] == "markdown" and _source(c).lstrip().startswith("## Exercises")]
+    assert heads, "the chapter must end with a '## Exercises' section"
+    start = heads[-1]
+    assert not any(c["cell_type"] == "markdown" and _source(c).lstrip().startswith("## ")
+                   for c in cells[start + 1:]), "the exercises must be the chapter's last section"
+    exercises = [i for i in range(start, len(cells)) if cells[i]["cell_type"] == "markdown"
+                 and "### Exercise" in _source(cells[i])]
+    assert 2 <= len(exercises) <= 4, f"expected 2-4 exercises, found {len(exercises)}"
+    for a, b in zip(exercises, exercises[1:] + [len(cells)]):
+        block = cells[a:b]
+        text = "\n".join(_source(c) for c in block if c["cell_type"] == "markdown")
+        dropdown = "{admonition} Solution" in text and ":class: dropdown" in text
+        assert dropdown, f"exercise at cell {a} has no solution in a dropdown admonition"
+        for c in block:
+            if c["cell_type"] == "code":
+                assert "hide-cell" in c.get("metadata", {}).get("tags", []), \
+                    f"solution code at cell {a} must be hidden (tag hide-cell)"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_every_figure_has_a_caption(path):
+    """Cells that draw a figure carry myst-nb figure metadata with a caption (and a name to cite it)."""
+    for i, c in enumerate(_cells(path)):
+        if c["cell_type"] == "code" and "plt.show()" in _source(c):
+            fig = c.get("metadata", {}).get("mystnb", {}).get("figure", {})
+            assert fig.get("caption", "").strip() and fig.get("name"), \
+                f"cell {i} draws a figure without metadata mystnb.figure.caption and name"

@@ -96,6 +96,7 @@ class PatchCore:
         self.preprocessor = Preprocessor(self.config.preprocess, self.config.image_size, self.config.resize)
         self.bank: torch.Tensor | None = None
         self.bank_neighbours: torch.Tensor | None = None
+        self.coreset_index: torch.Tensor | None = None   # set by fit; not saved
         self.grid: tuple[int, int] | None = None
         self.channels: int | None = None
         self.fit_info: dict = {}
@@ -202,6 +203,7 @@ class PatchCore:
         else:
             idx, radius = torch.arange(flat.shape[0]), 0.0
         self.bank = flat[idx].float()
+        self.coreset_index = idx          # which of the n*P training patches the bank kept
         self.channels = int(self.bank.shape[1])
         self.fit_info = {"n_patches": int(flat.shape[0]), "bank_size": int(n_keep),
                          "projection_dim": int(min(dim, flat.shape[1])),
