@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
-import subprocess
 import sys
 import time
 
 import numpy as np
 import torch
+
+from helpers.patchcore.memory import fit_memory
 
 
 def best_of(fn, repeats: int = 3) -> float:
@@ -48,34 +48,6 @@ def gemm_gflops(m: int, n: int, k: int) -> float:
     a, b = torch.randn(m, k), torch.randn(k, n)
     torch.mm(a, b)
     return 2 * m * n * k / best_of(lambda: torch.mm(a, b), 5) / 1e9
-
-
-def fit_memory(n_images: int, settings: dict) -> dict:
-    """RSS of a fresh child process that reads ``n_images`` defect-free images, loads the backbone and
-    fits: resident memory just before ``fit`` and the peak during it (sampled every 5 ms)."""
-    code = f"""
-import json, os, threading, time
-from helpers import assets
-from helpers.data import read_image
-from helpers.patchcore import PatchCore
-page = os.sysconf("SC_PAGE_SIZE") / 2**20
-rss = lambda: int(open("/proc/self/statm").read().split()[1]) * page
-files = sorted((assets.locate("magnetic-tile") / "MT_Free" / "Imgs").glob("*.jpg"))[:{n_images}]
-imgs = [read_image(f) for f in files]
-m = PatchCore(**{settings!r}, progress=False)
-m.extractor
-before = rss(); peak = [before]; done = [False]
-def poll():
-    while not done[0]:
-        peak[0] = max(peak[0], rss()); time.sleep(0.005)
-th = threading.Thread(target=poll); th.start()
-m.fit(imgs)
-done[0] = True; th.join()
-print(json.dumps({{"n_images": len(imgs), "rss_before_fit_mb": before, "peak_rss_mb": max(peak[0], rss()),
-                   "bank_mb": m.bank.numel() * 4 / 2**20, "all_patches_mb": m.fit_info["n_patches"] * m.channels * (2 if m.config.fit_dtype == "float16" else 4) / 2**20}}))
-"""
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
