@@ -4,9 +4,10 @@ Two steps, one execution path for the build and for the tests:
 
 1. :func:`execute` runs every chapter notebook with **papermill** (``quick=True`` or ``False``) into
    ``_build/executed/<mode>/``, one after the other, keeping going past a failing chapter and
-   reporting all failures at the end. Each executed notebook records a key (the notebook, the mode,
-   the ``helpers`` sources and the pins); a later build reuses it when the key is unchanged, so an
-   interrupted full build resumes where it stopped. The reproducibility appendix runs last and
+   reporting all failures at the end. Each executed notebook records a key (the notebook's code
+   cells, the mode, the ``helpers`` sources and the pins); a later build reuses it when the key is
+   unchanged, so an interrupted full build resumes where it stopped, and an edit of prose or captions
+   only is re-staged with the earlier outputs instead of executed again. The reproducibility appendix runs last and
    reads the recorded times. Trained VAEs are shared between chapters through
    :mod:`helpers.vae.cache` (``_build/executed/<mode>/.models``).
 2. :func:`build` copies the book's pages and the executed notebooks into a staging tree and runs
@@ -73,11 +74,26 @@ def _helpers_sources(notebook: Path, root: Path) -> list[Path]:
     return sorted(helpers.rglob("*.py"))
 
 
+def _code_cells(nb: dict) -> list[dict]:
+    """The code cells that papermill runs (its injected-parameters cell left out)."""
+    return [c for c in nb["cells"] if c["cell_type"] == "code"
+            and "injected-parameters" not in c.get("metadata", {}).get("tags", [])]
+
+
+def _text(source) -> str:
+    return "".join(source) if isinstance(source, list) else source
+
+
 def source_key(notebook: Path, mode: str, root: Path = ROOT) -> str:
-    """Hash of what an executed notebook depends on: itself, the mode, its ``helpers`` and the pins."""
+    """Hash of what an executed notebook's *outputs* depend on: its code cells (source and tags), its
+    kernel, the mode, its ``helpers`` and the pins. Prose and cell metadata such as figure captions are
+    left out: editing them re-stages the notebook (:func:`refresh_prose`) without executing it again."""
+    nb = json.loads(notebook.read_text())
     h = hashlib.sha256()
     h.update(mode.encode())
-    h.update(notebook.read_bytes())
+    h.update(json.dumps(nb.get("metadata", {}).get("kernelspec", {}), sort_keys=True).encode())
+    for cell in _code_cells(nb):
+        h.update(json.dumps([_text(cell["source"]), cell.get("metadata", {}).get("tags", [])]).encode())
     for path in _helpers_sources(notebook, root):
         h.update(path.relative_to(root).as_posix().encode())
         h.update(path.read_bytes())
@@ -92,6 +108,36 @@ def _recorded(executed: Path) -> dict:
         return json.loads(executed.read_text())["metadata"].get("book_build", {})
     except (OSError, ValueError, KeyError):
         return {}
+
+
+def refresh_prose(source: Path, executed: Path) -> None:
+    """Give an executed notebook the current markdown cells and cell metadata of ``source``, keeping
+    its outputs. Only valid when both have the same code cells (equal :func:`source_key`)."""
+    import copy
+
+    import nbformat
+
+    src = nbformat.read(source, as_version=4)
+    done = nbformat.read(executed, as_version=4)
+    ran = _code_cells(done)
+    code = _code_cells(src)
+    if [c.source for c in ran] != [c.source for c in code]:
+        raise BookBuildError(f"{executed} does not hold the code of {source}; execute it again")
+    injected = [c for c in done.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    outputs = iter(ran)
+    cells = []
+    for cell in src.cells:
+        cell = copy.deepcopy(cell)
+        if cell.cell_type == "code":
+            old = next(outputs)
+            cell.outputs, cell.execution_count = old.outputs, old.execution_count
+            cell.metadata = {**{k: v for k, v in old.metadata.items() if k in ("papermill", "execution")},
+                             **cell.metadata}
+        cells.append(cell)
+        if "parameters" in cell.metadata.get("tags", []):
+            cells.extend(injected)
+    done.cells = cells
+    nbformat.write(done, executed)
 
 
 @contextlib.contextmanager
@@ -131,6 +177,7 @@ def execute(mode: str = "full", root: Path = ROOT, out: Path | None = None, reus
         key = source_key(nb, mode, root)
         seen = _recorded(target)
         if reuse and nb.name not in LAST and seen.get("key") == key and seen.get("status") == "executed":
+            refresh_prose(nb, target)
             runs.append(Run(rel, str(target), seen["seconds"], "reused"))
             print(f"[{i}/{len(notebooks)}] {rel}: unchanged, reusing the run of {seen['seconds']:.0f} s", flush=True)
             continue

@@ -38,6 +38,29 @@ def test_execute_keeps_going_reports_failures_and_reuses_unchanged(tmp_path):
     assert book.execute("full", root=root, out=tmp_path / "full")[0].status == "executed"
 
 
+def test_a_prose_edit_is_restaged_without_executing_again(tmp_path):
+    root = tmp_path / "proj"
+    nb_path = root / "notebooks" / "a.ipynb"
+    _notebook(nb_path, "import random; print('drawn', random.random())")
+    out = tmp_path / "out"
+    first = book.execute("quick", root=root, out=out)[0]
+    drawn = [o for c in nbformat.read(first.path, as_version=4).cells for o in c.get("outputs", [])]
+    nb = nbformat.read(nb_path, as_version=4)
+    nb.cells.append(nbformat.v4.new_markdown_cell("## Exercises\n\nnew prose"))
+    nb.cells[2].metadata["mystnb"] = {"figure": {"caption": "a caption", "name": "fig-a"}}
+    nbformat.write(nb, nb_path)
+    again = book.execute("quick", root=root, out=out)[0]
+    assert again.status == "reused"
+    staged = nbformat.read(again.path, as_version=4)
+    assert staged.cells[-1].source.endswith("new prose")
+    code = [c for c in staged.cells if c.cell_type == "code"]
+    assert "injected-parameters" in code[1].metadata["tags"], "papermill's parameters stay in place"
+    assert code[2].outputs == drawn and code[2].metadata["mystnb"]["figure"]["name"] == "fig-a"
+    nb.cells[2].source += "\nprint('more')"          # a code edit executes again
+    nbformat.write(nb, nb_path)
+    assert book.execute("quick", root=root, out=out)[0].status == "executed"
+
+
 def test_bad_mode_is_refused():
     with pytest.raises(ValueError, match="quick' or 'full"):
         book.execute("fast")
