@@ -139,8 +139,13 @@ def read_image(path: str | Path, mode: str = "L") -> np.ndarray:
 
 
 def read_mask(path: str | Path, shape: tuple[int, int]) -> np.ndarray:
-    """Read a 0/255 mask as bool (threshold 128) and check it matches the image ``shape``."""
-    mask = read_image(path, "L") >= 128
+    """Read a mask as bool and check it matches the image ``shape``.
+
+    0/255 masks (with a few grey values at the edges, as in the Magnetic Tile set) are thresholded at
+    128; masks stored as 0/1 (a common export) are read as they are, not silently emptied.
+    """
+    raw = read_image(path, "L")
+    mask = raw > 0 if raw.max(initial=0) <= 1 else raw >= 128
     if mask.shape != tuple(shape):
         raise ValueError(f"mask {path} has size {mask.shape[::-1]} (w, h) but its image has "
                          f"{tuple(shape)[::-1]}: masks must match their image pixel for pixel")

@@ -83,6 +83,20 @@ def test_magnetic_tile_missing_split_and_bad_masks(tmp_path):
         data.load_magnetic_tile(good_test_fraction=1.0, root=tmp_path / "masks")
 
 
+def test_masks_grey_edges_and_zero_one_masks(tmp_path):
+    grey = np.zeros((6, 6), np.uint8)
+    grey[1:4, 1:4] = 255
+    grey[0, 1:4] = 100                                   # antialiased edge below the threshold
+    grey[4, 1:4] = 200                                   # and above it
+    Image.fromarray(grey).save(tmp_path / "grey.png")
+    m = data.read_mask(tmp_path / "grey.png", (6, 6))
+    assert m.dtype == bool and m.sum() == 12 and not m[0].any() and m[4, 1:4].all()
+    Image.fromarray((grey == 255).astype(np.uint8)).save(tmp_path / "zero_one.png")   # 0/1, not 0/255
+    assert data.read_mask(tmp_path / "zero_one.png", (6, 6)).sum() == 9, "a 0/1 mask must not read as empty"
+    with pytest.raises(ValueError, match=r"has size \(6, 6\).*\(7, 6\)"):
+        data.read_mask(tmp_path / "grey.png", (6, 7))
+
+
 def test_real_magnetic_tile_counts():
     split = data.load_magnetic_tile(seed=0)
     assert split.counts() == {"train": 571, "good_test": 381, "Blowhole": 115, "Break": 85,
