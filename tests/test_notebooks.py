@@ -130,3 +130,13 @@ def test_every_figure_has_a_caption(path):
             fig = c.get("metadata", {}).get("mystnb", {}).get("figure", {})
             assert fig.get("caption", "").strip() and fig.get("name"), \
                 f"cell {i} draws a figure without metadata mystnb.figure.caption and name"
+            # myst-nb wraps every rich output of a captioned cell in the figure: a second one (a table
+            # shown with display(), another plt.show()) repeats the figure's name and breaks the -W build
+            assert _source(c).count("plt.show()") == 1 and "display(" not in _source(c), \
+                f"cell {i} has a caption, so it must show exactly one figure and nothing else"
+
+
+def test_figure_names_are_unique_across_the_book():
+    names = [c["metadata"]["mystnb"]["figure"]["name"] for p in NOTEBOOKS for c in _cells(p)
+             if c.get("metadata", {}).get("mystnb", {}).get("figure", {}).get("name")]
+    assert len(names) == len(set(names)), sorted({n for n in names if names.count(n) > 1})
