@@ -102,6 +102,10 @@ def test_every_page_in_a_real_browser(built, server):
                     "a[href]", f"els => els.filter(e => e.href.startsWith('{colab_prefix}')).length")
                 if not colab:
                     problems.append(f"{rel}: no Colab launch link")
+            if re.search(r"\|\s*:?-{3,}:?\s*\|", text):
+                problems.append(f"{rel}: a Markdown table is shown as raw text (|---|) instead of a table")
+            if re.search(r"(?m)^:::|\{admonition\}", text):
+                problems.append(f"{rel}: a MyST directive is shown as raw text")
             raw = page.locator(".math:not(:has(mjx-container))").count()
             if raw:
                 problems.append(f"{rel}: {raw} formula(s) not rendered by MathJax")
@@ -110,6 +114,14 @@ def test_every_page_in_a_real_browser(built, server):
         chapter = "notebooks/getting-started.html"
         page.goto(f"{server}/{chapter}", wait_until="load")
         page.screenshot(path=str(SCREENSHOTS / "chapter.png"), full_page=False)
+        # a chapter's exercises: the solutions are hidden behind a toggle until the reader opens one
+        page.goto(f"{server}/notebooks/patchcore/03-coreset.html", wait_until="load")
+        solutions = page.locator("div.admonition.dropdown")
+        if not solutions.count():
+            problems.append("03-coreset.html: no solution dropdowns in the exercises")
+        else:
+            solutions.first.scroll_into_view_if_needed()
+            page.screenshot(path=str(SCREENSHOTS / "exercises.png"), full_page=False)
         browser.close()
     for link in sorted(links):
         path = urllib.parse.urlparse(link).path.lstrip("/")
