@@ -56,7 +56,7 @@ def test_errors(tmp_path, fitted):
     bb = toy_backbone()
     with pytest.raises(RuntimeError, match="not fitted"):
         PatchCore(bb, **toy_settings()).predict(toy_images(1))
-    with pytest.raises(ValueError, match="empty input"):
+    with pytest.raises(ValueError, match="fit: no images given"):
         PatchCore(bb, **toy_settings()).fit([])
     with pytest.raises(ValueError, match="mixed grayscale"):
         fitted.predict([toy_images(1)[0], np.zeros((40, 40, 3), np.uint8)])

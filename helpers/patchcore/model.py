@@ -158,11 +158,12 @@ class PatchCore:
         check_finite(patches)
         return patches.view(emb.shape[0], grid[0] * grid[1], emb.shape[1])
 
-    def extract(self, images, desc: str = "features", dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    def extract(self, images, desc: str = "features", dtype: torch.dtype = torch.float32,
+                what: str = "extract") -> torch.Tensor:
         """Patch features of ``images`` as one preallocated ``[n, H*W, C]`` tensor (for studies)."""
         from tqdm import tqdm
 
-        arrays = self._arrays(images, "extract")
+        arrays = self._arrays(images, what)
         out = None
         row = 0
         with tqdm(total=len(arrays), desc=desc, unit="img", disable=not self.config.progress) as bar:
@@ -179,7 +180,7 @@ class PatchCore:
     def fit(self, images) -> "PatchCore":
         """Build the memory bank from defect-free ``images`` (arrays, paths or ``Sample`` objects)."""
         self.grid = None
-        patches = self.extract(images, desc="fit: features", dtype=getattr(torch, self.config.fit_dtype))
+        patches = self.extract(images, desc="fit: features", dtype=getattr(torch, self.config.fit_dtype), what="fit")
         return self.fit_patches(patches)
 
     @torch.no_grad()
