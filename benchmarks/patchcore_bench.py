@@ -69,7 +69,7 @@ def main() -> None:
     from helpers.patchcore.features import FeatureExtractor, embedding_to_patches
     from helpers.patchcore.preprocess import Preprocessor
     from helpers.patchcore.reference import article_patch_scores, kCenterGreedy, reshape_embedding
-    from helpers.patchcore.sampler import coverage_radius, greedy_coreset, project
+    from helpers.patchcore.sampler import agreement, coverage_radius, greedy_coreset, project
     from helpers.runtime import seed_everything
 
     seed_everything(0)
@@ -135,7 +135,7 @@ def main() -> None:
     t0 = time.perf_counter()
     our_idx = greedy_coreset(ft, steps, start=0, progress=False)      # the helper's float32 default
     t_ours = (time.perf_counter() - t0) / steps
-    agree = next((i for i, (a, b) in enumerate(zip(our_idx.tolist(), art_list)) if a != b), steps)
+    agree = agreement(our_idx, art_list)
     p128 = project(bank, 128, seed=0)
     t0 = time.perf_counter()
     idx128 = greedy_coreset(p128, steps, start=0, progress=False)

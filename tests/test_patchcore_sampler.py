@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from helpers.patchcore.reference import kCenterGreedy
-from helpers.patchcore.sampler import (coreset_size, coverage_radius, greedy_coreset, jl_min_dim, project,
+from helpers.patchcore.sampler import (agreement, coreset_size, coverage_radius, greedy_coreset, jl_min_dim, project,
                                        random_subset)
 
 
@@ -74,3 +74,9 @@ def test_radius_history_matches_prefix_radius():
     for n in (1, 7, 20):
         assert float(radii[n - 1]) == pytest.approx(coverage_radius(x, idx[:n]), rel=1e-4)
     assert torch.all(radii[1:] <= radii[:-1] + 1e-6)
+
+
+def test_agreement_counts_the_shared_prefix():
+    assert agreement([3, 1, 4], [3, 1, 5]) == 2
+    assert agreement(torch.tensor([3, 1]), [3, 1, 5]) == 2
+    assert agreement([], [1]) == 0

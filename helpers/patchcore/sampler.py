@@ -127,6 +127,12 @@ def _greedy_steps_numpy(x: torch.Tensor, sq: torch.Tensor, start: int, steps, se
     return torch.from_numpy(min_d)
 
 
+def agreement(a, b) -> int:
+    """How many leading entries two selections share (the index of their first difference)."""
+    a, b = [int(i) for i in a], [int(i) for i in b]
+    return next((i for i, (u, v) in enumerate(zip(a, b)) if u != v), min(len(a), len(b)))
+
+
 def random_subset(n_points: int, n: int, seed: int = 0) -> torch.Tensor:
     """``n`` distinct indices drawn uniformly (the baseline the coreset is compared with)."""
     gen = torch.Generator().manual_seed(seed)
