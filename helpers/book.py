@@ -33,7 +33,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = "notebooks"
-LAST = ("appendix-reproducibility.ipynb",)   # reads the other chapters' execution times
+LAST = ("appendix-reproducibility.ipynb",)
+# a guard against a hung kernel, not a budget: chapter I.5's study and II.6's training cells each run for
+# about half an hour on a 2-core machine with the full settings, more on a slower or busier one
+CELL_TIMEOUT = 4 * 3600   # reads the other chapters' execution times
 TIMINGS = "timings.json"
 MODELS = ".models"                           # the trained-VAE cache of this build (helpers.vae.cache)
 PAGES = ("book", "_toc.yml")                 # copied as they are into the staging tree
@@ -155,7 +158,7 @@ def _environ(**values: str):
 
 
 def execute(mode: str = "full", root: Path = ROOT, out: Path | None = None, reuse: bool = True,
-            timeout: int = 3600) -> list[Run]:
+            timeout: int = CELL_TIMEOUT) -> list[Run]:
     """Execute every chapter with papermill into ``out`` (default ``root/_build/executed/<mode>``).
 
     Returns one :class:`Run` per notebook; never raises for a failing chapter (see :func:`check`).
