@@ -80,3 +80,24 @@ def test_agreement_counts_the_shared_prefix():
     assert agreement([3, 1, 4], [3, 1, 5]) == 2
     assert agreement(torch.tensor([3, 1]), [3, 1, 5]) == 2
     assert agreement([], [1]) == 0
+
+
+def test_torch_loop_used_on_a_gpu_selects_like_the_numpy_loop():
+    # the torch loop serves GPUs and half precision; no GPU here, so run it on the CPU against the NumPy loop
+    from helpers.patchcore import sampler
+
+    x = torch.from_numpy(np.random.default_rng(3).normal(size=(700, 12)))
+    sq = torch.linalg.vector_norm(x, dim=1).square_()
+    picked = {}
+    for name, loop in (("numpy", sampler._greedy_steps_numpy), ("torch", sampler._greedy_steps_torch)):
+        selected, radii = torch.empty(35, dtype=torch.long), torch.empty(35, dtype=torch.float64)
+        min_d = loop(x, sq, 7, range(35), selected, radii)
+        picked[name] = (selected.tolist(), radii, min_d)
+    assert picked["torch"][0] == picked["numpy"][0]
+    assert picked["torch"][0][0] == 7
+    torch.testing.assert_close(picked["torch"][1], picked["numpy"][1])
+    torch.testing.assert_close(picked["torch"][2], picked["numpy"][2])
+    # and through the public function: half precision takes the torch loop, and still covers like float32
+    half = greedy_coreset(x.to(torch.bfloat16), 35, start=7, progress=False)
+    assert half[0] == 7 and len(set(half.tolist())) == 35
+    assert coverage_radius(x, half) < 1.1 * coverage_radius(x, torch.tensor(picked["numpy"][0]))

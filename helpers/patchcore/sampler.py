@@ -77,25 +77,35 @@ def greedy_coreset(x: torch.Tensor, n: int, start: int = 0, progress: bool = Tru
     steps = tqdm(range(n), desc="coreset", unit="pt", disable=not progress, mininterval=0.5)
     if x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64):
         min_d = _greedy_steps_numpy(x, sq, start, steps, selected, radii)
-    else:
-        min_d = torch.full((n_points,), float("inf"), dtype=x.dtype, device=x.device)
-        dots = torch.empty(n_points, dtype=x.dtype, device=x.device)
-        idx = start
-        for step in steps:
-            selected[step] = idx
-            torch.mv(x, x[idx], out=dots)
-            # squared distance = ||x||^2 - 2 x.c + ||c||^2, clamped at 0 against rounding (in place)
-            d = dots.mul_(-2).add_(sq).add_(sq[idx]).clamp_(min=0)
-            torch.minimum(min_d, d, out=min_d)
-            min_d[idx] = 0
-            idx = int(torch.argmax(min_d))
-            if radii is not None:
-                radii[step] = float(min_d[idx])
+    else:                                          # a GPU, or half precision
+        min_d = _greedy_steps_torch(x, sq, start, steps, selected, radii)
     if radius_history:
         return selected, radii.sqrt()
     if return_radius:
         return selected, float(min_d.max().sqrt())
     return selected
+
+
+def _greedy_steps_torch(x: torch.Tensor, sq: torch.Tensor, start: int, steps, selected: torch.Tensor,
+                        radii: torch.Tensor | None) -> torch.Tensor:
+    """The greedy loop in torch, on ``x``'s device (used on a GPU): the same steps as
+    :func:`_greedy_steps_numpy`, in place so that no step allocates. Fills ``selected`` (and ``radii``)
+    and returns each row's squared distance to its nearest selected row."""
+    n_points = x.shape[0]
+    min_d = torch.full((n_points,), float("inf"), dtype=x.dtype, device=x.device)
+    dots = torch.empty(n_points, dtype=x.dtype, device=x.device)
+    idx = start
+    for step in steps:
+        selected[step] = idx
+        torch.mv(x, x[idx], out=dots)
+        # squared distance = ||x||^2 - 2 x.c + ||c||^2, clamped at 0 against rounding (in place)
+        d = dots.mul_(-2).add_(sq).add_(sq[idx]).clamp_(min=0)
+        torch.minimum(min_d, d, out=min_d)
+        min_d[idx] = 0
+        idx = int(torch.argmax(min_d))
+        if radii is not None:
+            radii[step] = float(min_d[idx])
+    return min_d
 
 
 def _greedy_steps_numpy(x: torch.Tensor, sq: torch.Tensor, start: int, steps, selected: torch.Tensor,
