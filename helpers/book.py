@@ -33,10 +33,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = "notebooks"
-LAST = ("appendix-reproducibility.ipynb",)
+LAST = ("appendix-reproducibility.ipynb",)   # reads the other chapters' execution times
 # a guard against a hung kernel, not a budget: chapter I.5's study and II.6's training cells each run for
 # about half an hour on a 2-core machine with the full settings, more on a slower or busier one
-CELL_TIMEOUT = 4 * 3600   # reads the other chapters' execution times
+CELL_TIMEOUT = 4 * 3600
 TIMINGS = "timings.json"
 MODELS = ".models"                           # the trained-VAE cache of this build (helpers.vae.cache)
 PAGES = ("book", "_toc.yml")                 # copied as they are into the staging tree
