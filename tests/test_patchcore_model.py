@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from helpers.patchcore import PatchCore
+from helpers.patchcore.scorer import NearestNeighbourScorer
 from helpers.patchcore.testing import toy_backbone, toy_images, toy_settings
 
 
@@ -20,6 +21,22 @@ def test_fit_predict_shapes_and_defect_scores_higher(fitted):
     assert scores.shape == (6,) and len(maps) == 6 and maps[0].shape == (64, 64)
     assert scores[3:].min() > scores[:3].max()
     assert fitted.fit_info["bank_size"] == int(6 * 64 * 0.25)
+
+
+def test_fast_search_matches_exact_search(fitted):
+    test = toy_images(4, seed=11)
+    assert not fitted._scorer.approximate                 # a 96-patch bank is searched exactly ...
+    fast = PatchCore(toy_backbone(), **toy_settings()).fit(toy_images(6))
+    fast._scorer = NearestNeighbourScorer(fast.bank, search_dim=16)   # ... unless the subspace is small
+    assert fast._scorer.approximate
+    fast_scores, fast_maps = fast.predict(test)
+    exact = PatchCore(toy_backbone(), **toy_settings(search="exact")).fit(toy_images(6))
+    assert torch.equal(exact.bank, fast.bank)
+    exact_scores, exact_maps = exact.predict(test)
+    assert np.allclose(fast_scores, exact_scores, atol=1e-4)
+    assert all(np.allclose(a, b, atol=1e-4) for a, b in zip(fast_maps, exact_maps))
+    with pytest.raises(ValueError, match="search must be"):
+        PatchCore(toy_backbone(), **toy_settings(search="approximate"))
 
 
 def test_letterbox_maps_in_image_frame():

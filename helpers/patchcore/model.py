@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from .anomaly_map import anomaly_maps
-from .features import FeatureExtractor, aggregate_features, check_finite, embedding_to_patches
+from .features import FeatureExtractor, check_finite, patch_features
 from .preprocess import Preprocessor, as_image_array
 from .sampler import coreset_size, greedy_coreset, jl_min_dim, project
 from .scorer import NearestNeighbourScorer, reweighted_image_score
@@ -31,6 +31,7 @@ class PatchCoreConfig:
     projection_dim: int | None = None      # None: Johnson-Lindenstrauss dimension for `eps`
     eps: float = 0.9                       # JL distortion (the article's SparseRandomProjection eps)
     k: int = 9                             # neighbourhood size b of the paper's eq. 7 (1: plain max)
+    search: str = "fast"                   # patch scores: "fast" (subspace candidates, exact re-rank) or "exact"
     preprocess: str = "center_crop"        # "center_crop" (article), "resize" or "letterbox"
     image_size: int = 224
     resize: int = 256                      # only for "center_crop"
@@ -54,6 +55,8 @@ class PatchCoreConfig:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.fit_dtype not in ("float16", "float32"):
             raise ValueError(f"fit_dtype must be 'float16' or 'float32', got {self.fit_dtype!r}")
+        if self.search not in ("fast", "exact"):
+            raise ValueError(f"search must be 'fast' or 'exact', got {self.search!r}")
         if self.sigma < 0:
             raise ValueError(f"sigma must be >= 0, got {self.sigma}")
         Preprocessor(self.preprocess, self.image_size, self.resize)
@@ -149,14 +152,14 @@ class PatchCore:
     @torch.no_grad()
     def _embed(self, x: torch.Tensor) -> torch.Tensor:
         """Normalised batch -> patch features ``[b, H*W, C]`` (grid stored in ``self.grid``)."""
-        emb = aggregate_features(self.extractor(x.to(self.device)), pool=self.config.pool)
-        grid = (int(emb.shape[2]), int(emb.shape[3]))
+        features = self.extractor(x.to(self.device))
+        grid = (int(features[0].shape[2]), int(features[0].shape[3]))
         if self.grid is not None and grid != self.grid:
             raise ValueError(f"patch grid {grid} differs from the fitted grid {self.grid}")
         self.grid = grid
-        patches = embedding_to_patches(emb).float().cpu()
+        patches = patch_features(features, pool=self.config.pool).float().cpu()
         check_finite(patches)
-        return patches.view(emb.shape[0], grid[0] * grid[1], emb.shape[1])
+        return patches
 
     def extract(self, images, desc: str = "features", dtype: torch.dtype = torch.float32,
                 what: str = "extract") -> torch.Tensor:
@@ -234,9 +237,13 @@ class PatchCore:
         if C != self.channels or self.grid is None or P != self.grid[0] * self.grid[1]:
             raise ValueError(f"patches of shape {tuple(patches.shape)} do not match the fitted model "
                              f"(grid {self.grid}, {self.channels} channels)")
-        dist, index = self._scorer.knn(patches.reshape(-1, C), k=1)
-        patch_scores = dist[:, 0].view(b, P)
-        nn_index = index[:, 0].view(b, P)
+        if self.config.search == "exact":
+            dist, index = self._scorer.knn(patches.reshape(-1, C), k=1)
+            dist, index = dist[:, 0], index[:, 0]
+        else:
+            dist, index = self._scorer.nearest(patches.reshape(-1, C))
+        patch_scores = dist.view(b, P)
+        nn_index = index.view(b, P)
         if self.config.k > 1:
             scores = reweighted_image_score(patches, patch_scores, nn_index, self.bank, self.bank_neighbours)
         else:
