@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from helpers.patchcore.features import (FeatureExtractor, aggregate_features, check_finite,
-                                        embedding_to_patches, extract_patches, patch_features)
+                                        embedding_to_patches, extract_patches)
 from helpers.patchcore.reference import reshape_embedding
 from helpers.patchcore.testing import toy_backbone
 
@@ -31,24 +31,17 @@ def test_aggregate_concat_and_upsampling():
     assert torch.equal(aggregate_features([f2, f3], pool=False)[:, :5], f2)
 
 
-@pytest.mark.parametrize("pool", [True, False])
-def test_fused_patch_features_equal_the_two_steps(pool):
-    f2, f3 = torch.randn(3, 5, 8, 8), torch.randn(3, 7, 4, 4)
-    fused = patch_features([f2, f3], pool=pool)
-    assert fused.shape == (3, 64, 12)
-    two_steps = embedding_to_patches(aggregate_features([f2, f3], pool=pool)).view(3, 64, 12)
-    assert torch.allclose(fused, two_steps, atol=1e-6)
-    with pytest.raises(ValueError, match="no feature maps"):
-        patch_features([])
-
-
 def test_channels_last_extractor_matches_nchw():
     x = torch.randn(2, 3, 64, 64)
     nchw = FeatureExtractor(toy_backbone(), channels_last=False)(x)
     cl = FeatureExtractor(toy_backbone(), channels_last=True)
     assert cl.channels_last and FeatureExtractor(toy_backbone()).channels_last   # CPU default: on
-    for a, b in zip(nchw, cl(x)):
+    feats = cl(x)
+    for a, b in zip(nchw, feats):
         assert torch.allclose(a, b, atol=1e-4, rtol=1e-4)
+    emb = aggregate_features(feats)                       # stays channels-last: the reshape is a view
+    assert emb.is_contiguous(memory_format=torch.channels_last)
+    assert embedding_to_patches(emb).data_ptr() == emb.data_ptr()
 
 
 def test_check_finite_finds_nan_and_inf():

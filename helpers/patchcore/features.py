@@ -99,30 +99,6 @@ def aggregate_features(features: Sequence[torch.Tensor], pool: bool = True) -> t
     return torch.cat(out, dim=1)
 
 
-def patch_features(features: Sequence[torch.Tensor], pool: bool = True) -> torch.Tensor:
-    """:func:`aggregate_features` and :func:`embedding_to_patches` in one pass: ``[b, H*W, sum(C)]``.
-
-    Each map is pooled and upsampled channels-last and written straight into its slice of the output, so
-    the full-size ``[b, C, H, W]`` concatenation and its transposed copy are never made (about 3x faster
-    than the two steps one after the other on CPU). Same numbers, same row order.
-    """
-    if not features:
-        raise ValueError("no feature maps to aggregate")
-    b, (h, w) = features[0].shape[0], features[0].shape[-2:]
-    out = torch.empty((b, h, w, sum(f.shape[1] for f in features)), dtype=features[0].dtype,
-                      device=features[0].device)
-    c0 = 0
-    for f in features:
-        f = f.contiguous(memory_format=torch.channels_last)
-        if pool:
-            f = F.avg_pool2d(f, kernel_size=3, stride=1, padding=1)
-        if f.shape[-2:] != (h, w):
-            f = F.interpolate(f, size=(h, w), mode="bilinear", align_corners=False)
-        out[..., c0:c0 + f.shape[1]] = f.permute(0, 2, 3, 1)
-        c0 += f.shape[1]
-    return out.view(b, h * w, -1)
-
-
 def embedding_to_patches(embedding: torch.Tensor) -> torch.Tensor:
     """``[b, C, H, W]`` -> ``[b*H*W, C]``, rows ordered image, row, column (the article's triple loop)."""
     if embedding.ndim != 4:
@@ -160,22 +136,20 @@ def extract_patches(extractor: FeatureExtractor, batches: Iterable[torch.Tensor]
     seen = 0
     bar = tqdm(total=n_images, desc=desc, unit="img", disable=not progress)
     for x in batches:
-        features = extractor(x.to(device))
-        size = (int(features[0].shape[2]), int(features[0].shape[3]))
+        emb = aggregate_features(extractor(x.to(device)), pool=pool)
         if grid is None:
-            grid = size
-            bank = torch.empty((n_images * grid[0] * grid[1], sum(f.shape[1] for f in features)),
-                               dtype=torch.float32)
-        elif size != grid:
-            raise ValueError(f"patch grid changed from {grid} to {size}: all images must be "
+            grid = (int(emb.shape[2]), int(emb.shape[3]))
+            bank = torch.empty((n_images * grid[0] * grid[1], emb.shape[1]), dtype=torch.float32)
+        elif tuple(emb.shape[2:]) != grid:
+            raise ValueError(f"patch grid changed from {grid} to {tuple(emb.shape[2:])}: all images must be "
                              "preprocessed to the same size")
-        if seen + x.shape[0] > n_images:
+        p = embedding_to_patches(emb).float().cpu()
+        if seen + emb.shape[0] > n_images:
             raise ValueError(f"got more than n_images={n_images} images")
-        p = patch_features(features, pool=pool).float().cpu().reshape(-1, bank.shape[1])
         bank[row: row + p.shape[0]] = p
         row += p.shape[0]
-        seen += x.shape[0]
-        bar.update(x.shape[0])
+        seen += emb.shape[0]
+        bar.update(emb.shape[0])
     bar.close()
     if bank is None or seen != n_images:
         raise ValueError(f"expected {n_images} images, got {seen}")

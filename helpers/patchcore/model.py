@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from .anomaly_map import anomaly_maps
-from .features import FeatureExtractor, check_finite, patch_features
+from .features import FeatureExtractor, aggregate_features, check_finite, embedding_to_patches
 from .preprocess import Preprocessor, as_image_array
 from .sampler import coreset_size, greedy_coreset, jl_min_dim, project
 from .scorer import NearestNeighbourScorer, reweighted_image_score
@@ -152,14 +152,15 @@ class PatchCore:
     @torch.no_grad()
     def _embed(self, x: torch.Tensor) -> torch.Tensor:
         """Normalised batch -> patch features ``[b, H*W, C]`` (grid stored in ``self.grid``)."""
-        features = self.extractor(x.to(self.device))
-        grid = (int(features[0].shape[2]), int(features[0].shape[3]))
+        emb = aggregate_features(self.extractor(x.to(self.device)), pool=self.config.pool)
+        grid = (int(emb.shape[2]), int(emb.shape[3]))
         if self.grid is not None and grid != self.grid:
             raise ValueError(f"patch grid {grid} differs from the fitted grid {self.grid}")
         self.grid = grid
-        patches = patch_features(features, pool=self.config.pool).float().cpu()
+        # channels-last features (the CPU default) make this reshape a view, not a copy
+        patches = embedding_to_patches(emb).float().cpu()
         check_finite(patches)
-        return patches
+        return patches.view(emb.shape[0], grid[0] * grid[1], emb.shape[1])
 
     def extract(self, images, desc: str = "features", dtype: torch.dtype = torch.float32,
                 what: str = "extract") -> torch.Tensor:
@@ -216,11 +217,16 @@ class PatchCore:
         return self
 
     def _finish_fit(self) -> None:
-        self._scorer = NearestNeighbourScorer(self.bank)
+        self._scorer = self._make_scorer()
         if self.config.k > 1:
             _, self.bank_neighbours = self._scorer.knn(self.bank, k=self.config.k)
         else:
             self.bank_neighbours = torch.arange(self.bank.shape[0])[:, None]
+
+    def _make_scorer(self) -> NearestNeighbourScorer:
+        """The bank's scorer; with ``search="fast"`` its subspace index is built here, as part of fitting."""
+        scorer = NearestNeighbourScorer(self.bank)
+        return scorer.prepare() if self.config.search == "fast" else scorer
 
     # ------------------------------------------------------------------------------------ predict
     def _check_fitted(self) -> None:
@@ -311,5 +317,5 @@ class PatchCore:
         model.bank, model.bank_neighbours = tensors["bank"], tensors["bank_neighbours"]
         model.grid, model.channels = tuple(meta["grid"]), int(meta["channels"])
         model.fit_info = meta.get("fit_info", {})
-        model._scorer = NearestNeighbourScorer(model.bank)
+        model._scorer = model._make_scorer()
         return model

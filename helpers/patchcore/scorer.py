@@ -73,8 +73,14 @@ class NearestNeighbourScorer:
         return (self.search_dim is not None and self.search_dim < dim and n >= 4 * self.search_dim
                 and self.candidates < n)
 
+    def prepare(self) -> "NearestNeighbourScorer":
+        """Build the subspace index of :meth:`nearest` now rather than on its first call."""
+        if self.approximate:
+            self._search_index()
+        return self
+
     def _search_index(self) -> dict[str, torch.Tensor]:
-        """Centre, principal directions and the projected bank, built on first use (about a second)."""
+        """Centre, principal directions and the projected bank, built once (about a second)."""
         if self._index is None:
             mean = self.bank.mean(0)
             centred = self.bank - mean
@@ -92,6 +98,11 @@ class NearestNeighbourScorer:
     def __len__(self) -> int:
         return self.bank.shape[0]
 
+    def _rows_per_batch(self) -> int:
+        """Queries per batch: ``batch_size``, fewer for large banks so that one batch's ``[rows, n]``
+        distance matrix stays near 256 MB (a 100% bank of 156,800 patches: 428 rows)."""
+        return max(64, min(self.batch_size, (1 << 26) // self.bank.shape[0]))
+
     @torch.no_grad()
     def knn(self, queries: torch.Tensor, k: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
         """Distances ``[q, k]`` (ascending) and bank indices ``[q, k]`` of the ``k`` nearest bank rows."""
@@ -105,8 +116,9 @@ class NearestNeighbourScorer:
         queries = queries.float()
         dist = torch.empty((queries.shape[0], k))
         index = torch.empty((queries.shape[0], k), dtype=torch.long)
-        for i in range(0, queries.shape[0], self.batch_size):
-            q = queries[i:i + self.batch_size]
+        rows = self._rows_per_batch()
+        for i in range(0, queries.shape[0], rows):
+            q = queries[i:i + rows]
             d2 = torch.addmm(self.bank_sq[None, :], q, self.bank.T, alpha=-2)
             d2 += (q * q).sum(1, keepdim=True)
             if k == 1:
@@ -133,8 +145,9 @@ class NearestNeighbourScorer:
         queries = queries.float()
         dist = torch.empty(queries.shape[0])
         index = torch.empty(queries.shape[0], dtype=torch.long)
-        for i in range(0, queries.shape[0], self.batch_size):
-            q = queries[i:i + self.batch_size]
+        rows = self._rows_per_batch()
+        for i in range(0, queries.shape[0], rows):
+            q = queries[i:i + rows]
             p = (q - idx["mean"]).to(idx["basis"].dtype) @ idx["basis"]
             approx = torch.mm(p, idx["projected_t"]).float().mul_(-2).add_(idx["projected_sq"])
             cand = torch.topk(approx, self.candidates, dim=1, largest=False, sorted=False).indices
