@@ -107,16 +107,16 @@ def embedding_to_patches(embedding: torch.Tensor) -> torch.Tensor:
 
 
 def check_finite(patches: torch.Tensor, what: str = "features", chunk: int = 8192) -> None:
-    """Raise if ``patches`` holds NaN or infinite values (a broken backbone or input). A finite sum
-    clears the common case in one cheap pass; otherwise rows are checked in chunks (no full-size
-    temporary) to count the bad values for the message."""
-    if patches.numel() and bool(torch.isfinite(patches.sum(dtype=torch.float32))):
-        return
+    """Raise if ``patches`` holds NaN or infinite values (a broken backbone or input). Rows are checked in
+    chunks (no full-size temporary): a finite float32 sum clears a chunk in one cheap pass, and only a
+    chunk whose sum is not finite is searched element by element."""
     flat = patches.reshape(-1, patches.shape[-1]) if patches.ndim > 1 else patches[:, None]
-    if not all(bool(torch.isfinite(flat[i:i + chunk]).all()) for i in range(0, flat.shape[0], chunk)):
-        bad = int((~torch.isfinite(patches)).sum())
-        raise ValueError(f"{what} contain {bad} NaN/inf values: check the input images (uint8 or floats in "
-                         "[0, 1]) and the backbone weights")
+    for i in range(0, flat.shape[0], chunk):
+        block = flat[i:i + chunk]
+        if not bool(torch.isfinite(block.sum(dtype=torch.float32))) and not bool(torch.isfinite(block).all()):
+            bad = int((~torch.isfinite(patches)).sum())
+            raise ValueError(f"{what} contain {bad} NaN/inf values: check the input images (uint8 or floats in "
+                             "[0, 1]) and the backbone weights")
 
 
 @torch.no_grad()
