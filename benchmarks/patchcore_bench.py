@@ -54,7 +54,7 @@ def gemm_gflops(m: int, n: int, k: int) -> float:
 
 
 def idx_dtype(scorer) -> str:
-    return str(scorer._search_index()["basis"].dtype).replace("torch.", "")
+    return str(scorer._search_index()["bank_t"].dtype).replace("torch.", "")
 
 
 def main() -> None:
@@ -77,6 +77,7 @@ def main() -> None:
     from helpers.patchcore.preprocess import Preprocessor
     from helpers.patchcore.reference import article_patch_scores, kCenterGreedy, reshape_embedding
     from helpers.patchcore.sampler import agreement, coverage_radius, greedy_coreset, project
+    from helpers.patchcore.scorer import NearestNeighbourScorer
     from helpers.runtime import seed_everything
 
     seed_everything(0)
@@ -222,9 +223,9 @@ def main() -> None:
     imgs = [s.image for s in test]
     pc.predict(imgs[:4])
     t_pred = best_of(lambda: pc.predict(imgs), 3) / len(imgs)
-    pc.config.search = "exact"
+    fast_scorer, pc._scorer = pc._scorer, NearestNeighbourScorer(pc.bank, search_dim=None)   # search="exact"
     t_pred_exact = best_of(lambda: pc.predict(imgs), 3) / len(imgs)
-    pc.config.search = "fast"
+    pc._scorer = fast_scorer
     xb = [pre.batch(imgs[i:i + 16]) for i in range(0, len(imgs), 16)]
     t_fwd = best_of(lambda: [fe(b) for b in xb], 3) / len(imgs)
     print(f"\n[predict] 1% coreset: fast search {1000 * t_pred:.0f} ms/img, exact search {1000 * t_pred_exact:.0f} "

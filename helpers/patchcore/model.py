@@ -224,9 +224,11 @@ class PatchCore:
             self.bank_neighbours = torch.arange(self.bank.shape[0])[:, None]
 
     def _make_scorer(self) -> NearestNeighbourScorer:
-        """The bank's scorer; with ``search="fast"`` its subspace index is built here, as part of fitting."""
-        scorer = NearestNeighbourScorer(self.bank)
-        return scorer.prepare() if self.config.search == "fast" else scorer
+        """The bank's scorer. ``search="fast"`` builds its subspace index here, as part of fitting;
+        ``search="exact"`` gives it no subspace, so :meth:`NearestNeighbourScorer.nearest` searches exactly."""
+        if self.config.search == "exact":
+            return NearestNeighbourScorer(self.bank, search_dim=None)
+        return NearestNeighbourScorer(self.bank).prepare()
 
     # ------------------------------------------------------------------------------------ predict
     def _check_fitted(self) -> None:
@@ -243,11 +245,7 @@ class PatchCore:
         if C != self.channels or self.grid is None or P != self.grid[0] * self.grid[1]:
             raise ValueError(f"patches of shape {tuple(patches.shape)} do not match the fitted model "
                              f"(grid {self.grid}, {self.channels} channels)")
-        if self.config.search == "exact":
-            dist, index = self._scorer.knn(patches.reshape(-1, C), k=1)
-            dist, index = dist[:, 0], index[:, 0]
-        else:
-            dist, index = self._scorer.nearest(patches.reshape(-1, C))
+        dist, index = self._scorer.nearest(patches.reshape(-1, C))
         patch_scores = dist.view(b, P)
         nn_index = index.view(b, P)
         if self.config.k > 1:

@@ -80,7 +80,11 @@ class NearestNeighbourScorer:
         return self
 
     def _search_index(self) -> dict[str, torch.Tensor]:
-        """Centre, principal directions and the projected bank, built once (about a second)."""
+        """Principal directions of the centred bank and the bank's side of the subspace distance, built
+        once (about a second). A query ``q`` projects to ``p = (q - mean) @ basis`` (float32, so the
+        bfloat16 rounding that follows is relative to the centred, small ``p``); bank row ``b``, projected
+        the same way to ``c_b``, then ranks by ``||p - c_b||^2 - ||p||^2 = -2 p.c_b + ||c_b||^2``: one
+        ``addmm``."""
         if self._index is None:
             mean = self.bank.mean(0)
             centred = self.bank - mean
@@ -88,11 +92,11 @@ class NearestNeighbourScorer:
             cov = (rows.T @ rows).double()
             _, vectors = torch.linalg.eigh(cov)                                # ascending eigenvalues
             basis = vectors[:, -self.search_dim:].flip(1).float().contiguous()  # [dim, search_dim]
-            projected = centred @ basis
+            projected = centred @ basis                                        # c_b, [n, search_dim]
             dtype = search_dtype(self.bank.device)
-            self._index = {"mean": mean, "basis": basis.to(dtype),
-                           "projected_t": projected.T.contiguous().to(dtype),
-                           "projected_sq": (projected * projected).sum(1)}
+            self._index = {"basis": basis, "shift": -(mean @ basis)[None, :],
+                           "bank_t": (-2 * projected).T.contiguous().to(dtype),
+                           "bank_sq": (projected * projected).sum(1)[None, :].to(dtype)}
         return self._index
 
     def __len__(self) -> int:
@@ -130,7 +134,7 @@ class NearestNeighbourScorer:
         return dist, index
 
     @torch.no_grad()
-    def nearest(self, queries: torch.Tensor, chunk: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    def nearest(self, queries: torch.Tensor, chunk: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
         """Distance ``[q]`` and bank index ``[q]`` of the nearest bank patch, by candidate search.
 
         Each query is projected onto the bank's top ``search_dim`` principal directions; the
@@ -148,8 +152,8 @@ class NearestNeighbourScorer:
         rows = self._rows_per_batch()
         for i in range(0, queries.shape[0], rows):
             q = queries[i:i + rows]
-            p = (q - idx["mean"]).to(idx["basis"].dtype) @ idx["basis"]
-            approx = torch.mm(p, idx["projected_t"]).float().mul_(-2).add_(idx["projected_sq"])
+            p = torch.addmm(idx["shift"], q, idx["basis"]).to(idx["bank_t"].dtype)      # (q - mean) @ basis
+            approx = torch.addmm(idx["bank_sq"], p, idx["bank_t"])
             cand = torch.topk(approx, self.candidates, dim=1, largest=False, sorted=False).indices
             for j in range(0, q.shape[0], chunk):
                 c, qj = cand[j:j + chunk], q[j:j + chunk]
