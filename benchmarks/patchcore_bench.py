@@ -54,7 +54,7 @@ def gemm_gflops(m: int, n: int, k: int) -> float:
 
 
 def idx_dtype(scorer) -> str:
-    return str(scorer._search_index()["bank_t"].dtype).replace("torch.", "")
+    return str(scorer._search_index()["basis"].dtype).replace("torch.", "")
 
 
 def main() -> None:

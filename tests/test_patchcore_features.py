@@ -29,6 +29,9 @@ def test_aggregate_concat_and_upsampling():
                                          align_corners=False)
     assert torch.allclose(emb[:, 5:], up)
     assert torch.equal(aggregate_features([f2, f3], pool=False)[:, :5], f2)
+    # channel-first inputs too give channels-last memory, so the reshape to patches is a view
+    assert emb.is_contiguous(memory_format=torch.channels_last)
+    assert embedding_to_patches(emb).data_ptr() == emb.data_ptr()
 
 
 def test_channels_last_extractor_matches_nchw():

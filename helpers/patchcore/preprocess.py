@@ -101,25 +101,31 @@ class Preprocessor:
 
     def image(self, image: np.ndarray | str | Path) -> torch.Tensor:
         """One image -> normalised float tensor ``[3, S, S]`` (grayscale is repeated to 3 channels)."""
-        arr = as_image_array(image)
-        g = self.geometry(*arr.shape[:2])
-        pil = Image.fromarray(arr).convert("RGB").resize((g.scaled[1], g.scaled[0]), Image.BILINEAR)
-        x = torch.from_numpy(np.asarray(pil).copy()).permute(2, 0, 1).float().div_(255)
-        mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-        std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
-        x = (x - mean) / std
-        s, (oy, ox) = g.size, g.offset
-        if self.mode == "center_crop":
-            return x[:, oy:oy + s, ox:ox + s].contiguous()
-        if self.mode == "letterbox":
-            out = torch.zeros(3, s, s)
-            out[:, oy:oy + g.scaled[0], ox:ox + g.scaled[1]] = x
-            return out
-        return x
+        return self.batch([image])[0]
 
     def batch(self, images) -> torch.Tensor:
-        """A list of images -> ``[b, 3, S, S]``."""
-        return torch.stack([self.image(im) for im in images])
+        """A list of images -> ``[b, 3, S, S]``, each written straight into the batch.
+
+        A grayscale image is resized as one channel and repeated only when normalised: the same numbers
+        as resizing its RGB conversion (PIL resizes each band alike), for a third of the resizing work."""
+        s = self.image_size
+        images = list(images)
+        out = (torch.zeros if self.mode == "letterbox" else torch.empty)(len(images), 3, s, s)
+        mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+        std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+        for i, image in enumerate(images):
+            arr = as_image_array(image)
+            g = self.geometry(*arr.shape[:2])
+            resized = np.asarray(Image.fromarray(arr).resize((g.scaled[1], g.scaled[0]), Image.BILINEAR))
+            x = torch.from_numpy(resized.copy())
+            x = x[None] if x.ndim == 2 else x.permute(2, 0, 1)          # [1 or 3, h, w]
+            (oy, ox), dst = g.offset, out[i]
+            if self.mode == "center_crop":
+                x = x[:, oy:oy + s, ox:ox + s]
+            elif self.mode == "letterbox":
+                dst = out[i, :, oy:oy + g.scaled[0], ox:ox + g.scaled[1]]
+            torch.sub(x.float().div_(255), mean, out=dst).div_(std)       # letterbox padding stays 0 (the mean)
+        return out
 
     def frame_shape(self, height: int, width: int) -> tuple[int, int]:
         """Shape of the evaluation frame (maps and masks) for an image of this size."""

@@ -81,10 +81,10 @@ class NearestNeighbourScorer:
 
     def _search_index(self) -> dict[str, torch.Tensor]:
         """Principal directions of the centred bank and the bank's side of the subspace distance, built
-        once (about a second). A query ``q`` projects to ``p = (q - mean) @ basis`` (float32, so the
-        bfloat16 rounding that follows is relative to the centred, small ``p``); bank row ``b``, projected
-        the same way to ``c_b``, then ranks by ``||p - c_b||^2 - ||p||^2 = -2 p.c_b + ||c_b||^2``: one
-        ``addmm``."""
+        once (about a second). A query ``q`` projects to ``p = q @ basis - mean @ basis`` in one ``addmm``
+        (the shift is added before the product is rounded, so ``p`` is rounded to bfloat16 centred and
+        small); bank row ``b``, centred and projected to ``c_b``, then ranks by
+        ``||p - c_b||^2 - ||p||^2 = -2 p.c_b + ||c_b||^2``: a second ``addmm``."""
         if self._index is None:
             mean = self.bank.mean(0)
             centred = self.bank - mean
@@ -94,7 +94,7 @@ class NearestNeighbourScorer:
             basis = vectors[:, -self.search_dim:].flip(1).float().contiguous()  # [dim, search_dim]
             projected = centred @ basis                                        # c_b, [n, search_dim]
             dtype = search_dtype(self.bank.device)
-            self._index = {"basis": basis, "shift": -(mean @ basis)[None, :],
+            self._index = {"basis": basis.to(dtype), "shift": -(mean @ basis)[None, :].to(dtype),
                            "bank_t": (-2 * projected).T.contiguous().to(dtype),
                            "bank_sq": (projected * projected).sum(1)[None, :].to(dtype)}
         return self._index
@@ -152,7 +152,7 @@ class NearestNeighbourScorer:
         rows = self._rows_per_batch()
         for i in range(0, queries.shape[0], rows):
             q = queries[i:i + rows]
-            p = torch.addmm(idx["shift"], q, idx["basis"]).to(idx["bank_t"].dtype)      # (q - mean) @ basis
+            p = torch.addmm(idx["shift"], q.to(idx["basis"].dtype), idx["basis"])      # (q - mean) @ basis
             approx = torch.addmm(idx["bank_sq"], p, idx["bank_t"])
             cand = torch.topk(approx, self.candidates, dim=1, largest=False, sorted=False).indices
             for j in range(0, q.shape[0], chunk):
