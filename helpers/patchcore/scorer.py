@@ -150,6 +150,8 @@ class NearestNeighbourScorer:
         dist = torch.empty(queries.shape[0])
         index = torch.empty(queries.shape[0], dtype=torch.long)
         rows = self._rows_per_batch()
+        buffer = torch.empty(chunk * self.candidates, self.bank.shape[1], dtype=self.bank.dtype,
+                             device=self.bank.device)
         for i in range(0, queries.shape[0], rows):
             q = queries[i:i + rows]
             p = torch.addmm(idx["shift"], q.to(idx["basis"].dtype), idx["basis"])      # (q - mean) @ basis
@@ -157,7 +159,11 @@ class NearestNeighbourScorer:
             cand = torch.topk(approx, self.candidates, dim=1, largest=False, sorted=False).indices
             for j in range(0, q.shape[0], chunk):
                 c, qj = cand[j:j + chunk], q[j:j + chunk]
-                d2 = (self.bank[c] - qj[:, None, :]).pow_(2).sum(2)           # exact, [chunk, candidates]
+                n = c.shape[0]
+                # exact squared distances [n, candidates], computed in one reused buffer (fresh
+                # multi-megabyte temporaries each chunk made this step twice as slow)
+                rows_c = torch.index_select(self.bank, 0, c.reshape(-1), out=buffer[:n * self.candidates])
+                d2 = rows_c.view(n, self.candidates, -1).sub_(qj[:, None, :]).pow_(2).sum(2)
                 v, best = d2.min(1)
                 if not torch.isfinite(v).all():
                     raise ValueError("query patches contain NaN/inf values: check the input images and the "
