@@ -26,9 +26,9 @@ class FeatureExtractor(nn.Module):
     backbone's own ``forward`` (all of it, classifier included), as the article does.
 
     ``channels_last`` stores the weights and the input channels-last (NHWC). On CPU the same
-    convolutions then take about a quarter less time here (oneDNN's NHWC kernels; 1.37x in the
-    benchmark); the numbers agree with NCHW to float32 rounding. ``None`` (default) turns it on when
-    the backbone lives on the CPU.
+    convolutions then take about a quarter less time here (oneDNN's NHWC kernels; 1.3-1.4x in the
+    benchmark's runs); the numbers agree with NCHW to float32 rounding. ``None`` (default) turns it on
+    when the backbone lives on the CPU.
     """
 
     def __init__(self, backbone: nn.Module, layers: Sequence[str] = ("layer2", "layer3"),
