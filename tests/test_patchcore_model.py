@@ -54,6 +54,14 @@ def test_save_load_round_trip(tmp_path, fitted):
     s2, m2 = loaded.predict(test)
     assert np.array_equal(s1, s2) and all(np.array_equal(a, b) for a, b in zip(m1, m2))
     assert loaded.config == fitted.config
+    # files written before eq. 7 searched its neighbours at predict time also hold "bank_neighbours"
+    from safetensors.torch import load_file, save_file
+    bank_file = tmp_path / "model" / "memory_bank.safetensors"
+    assert set(load_file(str(bank_file))) == {"bank"}
+    save_file({"bank": fitted.bank, "bank_neighbours": fitted._scorer.knn(fitted.bank, k=fitted.config.k)[1]},
+              str(bank_file))
+    s3, _ = PatchCore.load(tmp_path / "model", backbone=toy_backbone()).predict(test)
+    assert np.array_equal(s1, s3)
     with pytest.raises(ValueError, match="custom backbone"):
         PatchCore.load(tmp_path / "model")
     with pytest.raises(FileNotFoundError, match="not a saved PatchCore"):

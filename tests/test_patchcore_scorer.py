@@ -41,8 +41,7 @@ def test_reweighted_score_follows_eq7():
     scorer = NearestNeighbourScorer(bank)
     d, i = scorer.knn(patches.reshape(-1, 24), k=1)
     ps, ni = d[:, 0].view(3, 40), i[:, 0].view(3, 40)
-    _, neigh = scorer.knn(bank, k=5)
-    got = reweighted_image_score(patches, ps, ni, bank, neigh)
+    got = reweighted_image_score(patches, ps, ni, scorer, k=5)
     for b in range(3):
         j = int(ps[b].argmax())
         m_star = int(ni[b, j])

@@ -98,7 +98,6 @@ class PatchCore:
         self.config.validate()
         self.preprocessor = Preprocessor(self.config.preprocess, self.config.image_size, self.config.resize)
         self.bank: torch.Tensor | None = None
-        self.bank_neighbours: torch.Tensor | None = None
         self.coreset_index: torch.Tensor | None = None   # set by fit; not saved
         self.grid: tuple[int, int] | None = None
         self.channels: int | None = None
@@ -218,10 +217,6 @@ class PatchCore:
 
     def _finish_fit(self) -> None:
         self._scorer = self._make_scorer()
-        if self.config.k > 1:
-            _, self.bank_neighbours = self._scorer.knn(self.bank, k=self.config.k)
-        else:
-            self.bank_neighbours = torch.arange(self.bank.shape[0])[:, None]
 
     def _make_scorer(self) -> NearestNeighbourScorer:
         """The bank's scorer. ``search="fast"`` builds its subspace index here, as part of fitting;
@@ -249,7 +244,7 @@ class PatchCore:
         patch_scores = dist.view(b, P)
         nn_index = index.view(b, P)
         if self.config.k > 1:
-            scores = reweighted_image_score(patches, patch_scores, nn_index, self.bank, self.bank_neighbours)
+            scores = reweighted_image_score(patches, patch_scores, nn_index, self._scorer, self.config.k)
         else:
             scores = patch_scores.max(1).values
         maps = anomaly_maps(patch_scores, self.grid, self.config.image_size, self.config.sigma)
@@ -289,8 +284,7 @@ class PatchCore:
         meta = {"format_version": FORMAT_VERSION, "config": self.config.to_json(), "grid": list(self.grid),
                 "channels": self.channels, "fit_info": self.fit_info}
         (path / "config.json").write_text(json.dumps(meta, indent=2))
-        save_file({"bank": self.bank.contiguous(), "bank_neighbours": self.bank_neighbours.contiguous()},
-                  str(path / "memory_bank.safetensors"))
+        save_file({"bank": self.bank.contiguous()}, str(path / "memory_bank.safetensors"))
         return path
 
     @classmethod
@@ -312,7 +306,7 @@ class PatchCore:
             raise ValueError("this model was fitted with a custom backbone module: pass it as backbone=")
         model = cls(backbone if backbone is not None else name, **settings)
         tensors = load_file(str(bank_file))
-        model.bank, model.bank_neighbours = tensors["bank"], tensors["bank_neighbours"]
+        model.bank = tensors["bank"]     # older files also hold "bank_neighbours"; eq. 7 now searches them
         model.grid, model.channels = tuple(meta["grid"]), int(meta["channels"])
         model.fit_info = meta.get("fit_info", {})
         model._scorer = model._make_scorer()

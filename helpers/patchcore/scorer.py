@@ -174,22 +174,24 @@ class NearestNeighbourScorer:
 
 
 def reweighted_image_score(patches: torch.Tensor, patch_scores: torch.Tensor, nn_index: torch.Tensor,
-                           bank: torch.Tensor, bank_neighbours: torch.Tensor) -> torch.Tensor:
+                           scorer: NearestNeighbourScorer, k: int) -> torch.Tensor:
     """The paper's eq. 7 for each image.
 
     For the test patch ``m_test`` with the largest score ``s*`` and its nearest bank patch ``m*``:
     ``s = (1 - exp(||m_test - m*||) / sum_{m in N_b(m*)} exp(||m_test - m||)) * s*``, where ``N_b(m*)``
-    are the ``b`` nearest bank neighbours of ``m*`` (``m*`` itself first). A patch far from every other
+    are the ``b = k`` nearest bank neighbours of ``m*`` (``m*`` itself first). A patch far from every other
     bank patch in a sparse region of the bank gets its score damped less than one in a dense region.
 
     ``patches`` is ``[b, P, C]``, ``patch_scores`` ``[b, P]``, ``nn_index`` ``[b, P]`` (index of each
-    patch's nearest bank row), ``bank_neighbours`` ``[n_bank, k]`` (precomputed within the bank).
+    patch's nearest bank row in ``scorer.bank``). ``N_b(m*)`` is searched here, exactly, for the one
+    ``m*`` of each image: ``b`` queries against the bank, far cheaper than neighbour lists for every bank
+    patch (an exact search of the bank against itself, minutes for a 100% bank).
     """
     best = patch_scores.argmax(1)
     rows = torch.arange(patches.shape[0])
-    m_test = patches[rows, best]                                   # [b, C]
-    support = bank_neighbours[nn_index[rows, best]]                # [b, k]
-    d = torch.linalg.vector_norm(bank[support] - m_test[:, None, :], dim=2)  # [b, k]
+    m_test = patches[rows, best].float()                           # [b, C]
+    _, support = scorer.knn(scorer.bank[nn_index[rows, best]], k=k)  # N_b(m*), [b, k]
+    d = torch.linalg.vector_norm(scorer.bank[support] - m_test[:, None, :], dim=2)  # [b, k]
     # support[:, 0] is m* itself, so d[:, 0] is s*; softmax keeps exp() from overflowing
     weight = 1 - torch.softmax(d, dim=1)[:, 0]
     return weight * patch_scores[rows, best]
