@@ -31,6 +31,21 @@ def test_pixel_auroc_and_roc_curve():
         M.pixel_auroc([np.zeros((3, 3), bool)], [np.zeros((4, 4))])
 
 
+def test_per_image_pixel_auroc_ignores_scale_across_images():
+    rng = np.random.default_rng(2)
+    masks = [rng.random((6, 7)) > 0.6 for _ in range(3)] + [np.zeros((5, 5), bool), np.ones((4, 4), bool)]
+    maps = [m * 0.5 + rng.random(m.shape) for m in masks]
+    got = M.per_image_pixel_auroc(masks, maps)
+    for i in range(3):
+        assert got[i] == pytest.approx(roc_auc_score(masks[i].ravel(), maps[i].ravel()), abs=1e-7)
+    assert np.isnan(got[3]) and np.isnan(got[4])          # nothing to rank in an all-good or all-defect image
+    shifted = [a + 10 * i for i, a in enumerate(maps)]    # a per-image offset changes the pooled number only
+    assert np.array_equal(M.per_image_pixel_auroc(masks, shifted)[:3], got[:3])
+    assert M.pixel_auroc(masks[:3], shifted[:3]) != pytest.approx(M.pixel_auroc(masks[:3], maps[:3]))
+    with pytest.raises(ValueError, match="has shape"):
+        M.per_image_pixel_auroc([np.zeros((3, 3), bool)], [np.zeros((4, 4))])
+
+
 def test_pro_hand_made():
     # one image, two defect regions of 2 and 4 pixels, 10 defect-free pixels.
     mask = np.zeros((4, 4), bool)

@@ -71,6 +71,19 @@ def pixel_auroc(masks: Sequence[np.ndarray], maps: Sequence) -> float:
     return auroc(masks, [torch.as_tensor(np.asarray(a)).float() for a in maps])
 
 
+def per_image_pixel_auroc(masks: Sequence[np.ndarray], maps: Sequence) -> np.ndarray:
+    """Pixel AUROC of each image on its own: how well its map ranks its own defect pixels above its own
+    defect-free ones, whatever the scale of other images' maps. NaN for an image whose mask is all
+    defect-free or all defect (no pairs to rank)."""
+    check_masks(masks, maps)
+    out = np.full(len(masks), np.nan)
+    for i, (m, a) in enumerate(zip(masks, maps)):
+        n_pos = int(np.count_nonzero(m))
+        if 0 < n_pos < np.size(m):
+            out[i] = auroc(m, torch.as_tensor(np.asarray(a)).float())
+    return out
+
+
 def pro_curve(masks: Sequence[np.ndarray], maps: Sequence) -> tuple[np.ndarray, np.ndarray]:
     """Exact PRO curve: mean overlap of the connected defect regions vs false positive rate on
     defect-free pixels, at every distinct threshold (Bergmann et al. 2020/2021)."""
