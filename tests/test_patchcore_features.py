@@ -2,10 +2,10 @@ import numpy as np
 import pytest
 import torch
 
-from helpers.patchcore.features import (FeatureExtractor, aggregate_features, check_finite,
-                                        embedding_to_patches, extract_patches)
+from helpers.patchcore import PatchCore
+from helpers.patchcore.features import FeatureExtractor, aggregate_features, check_finite, embedding_to_patches
 from helpers.patchcore.reference import reshape_embedding
-from helpers.patchcore.testing import toy_backbone
+from helpers.patchcore.testing import toy_backbone, toy_images, toy_settings
 
 
 def test_hook_shapes_and_truncated_forward_equals_full():
@@ -64,12 +64,13 @@ def test_reshape_equals_article_triple_loop():
 
 
 def test_streaming_extraction_matches_direct():
-    fe = FeatureExtractor(toy_backbone(), ("layer2", "layer3"))
-    x = torch.randn(5, 3, 64, 64)
-    bank, grid = extract_patches(fe, [x[:2], x[2:4], x[4:]], n_images=5, progress=False)
-    assert grid == (8, 8)
-    direct = embedding_to_patches(aggregate_features(fe(x)))
-    assert torch.allclose(bank, direct, atol=1e-5)
+    pc = PatchCore(toy_backbone(), **toy_settings(batch_size=2))
+    images = toy_images(5)
+    streamed = pc.extract(images)               # batches of 2, 2 and 1, written into one preallocated tensor
+    assert pc.grid == (8, 8) and streamed.shape == (5, 64, 384)
+    direct = embedding_to_patches(aggregate_features(pc.extractor(pc.preprocessor.batch(images))))
+    assert torch.allclose(streamed.reshape(-1, 384), direct, atol=1e-5)
+    assert pc.extract(images, dtype=torch.float16).dtype == torch.float16
 
 
 def test_bad_layers_and_inputs_rejected():
@@ -81,5 +82,3 @@ def test_bad_layers_and_inputs_rejected():
     fe = FeatureExtractor(bb)
     with pytest.raises(ValueError, match="RGB images"):
         fe(torch.randn(1, 1, 64, 64))
-    with pytest.raises(ValueError, match="expected 3 images"):
-        extract_patches(fe, [torch.randn(2, 3, 64, 64)], n_images=3, progress=False)

@@ -9,7 +9,7 @@ deeper map is upsampled bilinearly to the grid of the shallower one and the two 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -123,41 +123,3 @@ def check_finite(patches: torch.Tensor, what: str = "features", chunk: int = 819
             bad = int((~torch.isfinite(patches)).sum())
             raise ValueError(f"{what} contain {bad} NaN/inf values: check the input images (uint8 or floats in "
                              "[0, 1]) and the backbone weights")
-
-
-@torch.no_grad()
-def extract_patches(extractor: FeatureExtractor, batches: Iterable[torch.Tensor], n_images: int,
-                    pool: bool = True, device: torch.device | str = "cpu",
-                    progress: bool = True, desc: str = "features") -> tuple[torch.Tensor, tuple[int, int]]:
-    """Run ``extractor`` over ``batches`` and stream the patch features into one preallocated
-    ``[n_images*H*W, C]`` float32 tensor (no list of per-image arrays, no final copy).
-
-    Returns the bank and the patch grid ``(H, W)``.
-    """
-    from tqdm import tqdm
-
-    bank: torch.Tensor | None = None
-    grid: tuple[int, int] | None = None
-    row = 0
-    seen = 0
-    bar = tqdm(total=n_images, desc=desc, unit="img", disable=not progress)
-    for x in batches:
-        emb = aggregate_features(extractor(x.to(device)), pool=pool)
-        if grid is None:
-            grid = (int(emb.shape[2]), int(emb.shape[3]))
-            bank = torch.empty((n_images * grid[0] * grid[1], emb.shape[1]), dtype=torch.float32)
-        elif tuple(emb.shape[2:]) != grid:
-            raise ValueError(f"patch grid changed from {grid} to {tuple(emb.shape[2:])}: all images must be "
-                             "preprocessed to the same size")
-        p = embedding_to_patches(emb).float().cpu()
-        if seen + emb.shape[0] > n_images:
-            raise ValueError(f"got more than n_images={n_images} images")
-        bank[row: row + p.shape[0]] = p
-        row += p.shape[0]
-        seen += emb.shape[0]
-        bar.update(emb.shape[0])
-    bar.close()
-    if bank is None or seen != n_images:
-        raise ValueError(f"expected {n_images} images, got {seen}")
-    check_finite(bank)
-    return bank, grid
