@@ -37,6 +37,16 @@ def test_fast_search_matches_exact_search(fitted):
     assert all(np.allclose(a, b, atol=1e-4) for a, b in zip(fast_maps, exact_maps))
     with pytest.raises(ValueError, match="search must be"):
         PatchCore(toy_backbone(), **toy_settings(search="approximate"))
+    # a fitted model switches search without refitting: same bank, the other scorer
+    exact.set_search("fast")
+    assert exact.config.search == "fast" and exact.scorer.search_dim is not None
+    exact.set_search("exact")
+    assert exact.scorer.search_dim is None and np.array_equal(exact.predict(test)[0], exact_scores)
+    with pytest.raises(ValueError, match="search must be"):
+        exact.set_search("approximate")
+    assert exact.config.search == "exact"
+    with pytest.raises(RuntimeError, match="not fitted"):
+        PatchCore(toy_backbone(), **toy_settings()).set_search("exact")
 
 
 def test_letterbox_maps_in_image_frame():
@@ -58,7 +68,7 @@ def test_save_load_round_trip(tmp_path, fitted):
     from safetensors.torch import load_file, save_file
     bank_file = tmp_path / "model" / "memory_bank.safetensors"
     assert set(load_file(str(bank_file))) == {"bank"}
-    save_file({"bank": fitted.bank, "bank_neighbours": fitted._scorer.knn(fitted.bank, k=fitted.config.k)[1]},
+    save_file({"bank": fitted.bank, "bank_neighbours": fitted.scorer.knn(fitted.bank, k=fitted.config.k)[1]},
               str(bank_file))
     s3, _ = PatchCore.load(tmp_path / "model", backbone=toy_backbone()).predict(test)
     assert np.array_equal(s1, s3)
