@@ -182,16 +182,16 @@ def reweighted_image_score(patches: torch.Tensor, patch_scores: torch.Tensor, nn
     are the ``b = k`` nearest bank neighbours of ``m*`` (``m*`` itself first). A patch far from every other
     bank patch in a sparse region of the bank gets its score damped less than one in a dense region.
 
-    ``patches`` is ``[b, P, C]``, ``patch_scores`` ``[b, P]``, ``nn_index`` ``[b, P]`` (index of each
-    patch's nearest bank row in ``scorer.bank``). ``N_b(m*)`` is searched here, exactly, for the one
-    ``m*`` of each image: ``b`` queries against the bank, far cheaper than neighbour lists for every bank
-    patch (an exact search of the bank against itself, minutes for a 100% bank).
+    ``patches`` is ``[n, P, C]`` for ``n`` images, ``patch_scores`` ``[n, P]``, ``nn_index`` ``[n, P]``
+    (index of each patch's nearest bank row in ``scorer.bank``). ``N_b(m*)`` is searched here, exactly,
+    for the one ``m*`` of each image: ``n`` queries against the bank, far cheaper than neighbour lists for
+    every bank patch (an exact search of the bank against itself, minutes for a 100% bank).
     """
     best = patch_scores.argmax(1)
     rows = torch.arange(patches.shape[0])
-    m_test = patches[rows, best].float()                           # [b, C]
-    _, support = scorer.knn(scorer.bank[nn_index[rows, best]], k=k)  # N_b(m*), [b, k]
-    d = torch.linalg.vector_norm(scorer.bank[support] - m_test[:, None, :], dim=2)  # [b, k]
+    m_test = patches[rows, best].float()                           # [n, C]
+    _, support = scorer.knn(scorer.bank[nn_index[rows, best]], k=k)  # N_b(m*), [n, k]
+    d = torch.linalg.vector_norm(scorer.bank[support] - m_test[:, None, :], dim=2)  # [n, k]
     # support[:, 0] is m* itself, so d[:, 0] is s*; softmax keeps exp() from overflowing
     weight = 1 - torch.softmax(d, dim=1)[:, 0]
     return weight * patch_scores[rows, best]
