@@ -72,7 +72,7 @@ def study(train, test, base: dict, feature_variants: Sequence[dict], model_varia
             if key in banks:
                 src = banks[key]
                 m.bank, m.channels, m.fit_info = src.bank, src.channels, dict(src.fit_info)
-                m._finish_fit()
+                m._scorer = m._make_scorer()
             else:
                 m.fit_patches(train_patches)
                 banks[key] = m

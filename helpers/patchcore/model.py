@@ -212,11 +212,8 @@ class PatchCore:
         self.fit_info = {"n_patches": int(flat.shape[0]), "bank_size": int(n_keep),
                          "projection_dim": int(min(dim, flat.shape[1])),
                          "coverage_radius_projected": float(radius)}
-        self._finish_fit()
-        return self
-
-    def _finish_fit(self) -> None:
         self._scorer = self._make_scorer()
+        return self
 
     def _make_scorer(self) -> NearestNeighbourScorer:
         """The bank's scorer. ``search="fast"`` builds its subspace index here, as part of fitting;
