@@ -19,6 +19,24 @@ def test_hook_shapes_and_truncated_forward_equals_full():
         assert torch.equal(a, b)
 
 
+def test_three_layers_up_to_layer4():
+    """layer4 (the stage the paper leaves out, studied in I.5) is hooked like the others: the truncated pass
+    then runs the whole trunk, and both deeper maps are upsampled to layer2's grid."""
+    fe = FeatureExtractor(toy_backbone(), ("layer2", "layer3", "layer4"))
+    x = torch.randn(2, 3, 64, 64)
+    short = fe(x)
+    fe.truncate = False
+    full = fe(x)
+    assert [tuple(f.shape) for f in short] == [(2, 128, 8, 8), (2, 256, 4, 4), (2, 512, 2, 2)]
+    for a, b in zip(short, full):
+        assert torch.equal(a, b)
+    emb = aggregate_features(short)
+    assert emb.shape == (2, 128 + 256 + 512, 8, 8)
+    up4 = torch.nn.functional.interpolate(torch.nn.AvgPool2d(3, 1, 1)(short[2]), size=(8, 8), mode="bilinear",
+                                          align_corners=False)
+    assert torch.allclose(emb[:, 384:], up4)
+
+
 def test_aggregate_concat_and_upsampling():
     f2, f3 = torch.randn(2, 5, 8, 8), torch.randn(2, 7, 4, 4)
     emb = aggregate_features([f2, f3])
