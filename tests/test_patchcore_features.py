@@ -8,33 +8,26 @@ from helpers.patchcore.reference import reshape_embedding
 from helpers.patchcore.testing import toy_backbone, toy_images, toy_settings
 
 
-def test_hook_shapes_and_truncated_forward_equals_full():
-    fe = FeatureExtractor(toy_backbone(), ("layer2", "layer3"))
+@pytest.mark.parametrize("layers, shapes", [
+    (("layer2", "layer3"), [(2, 128, 8, 8), (2, 256, 4, 4)]),
+    # layer4, the stage the paper leaves out (studied in I.5): the truncated pass then runs the whole trunk
+    (("layer2", "layer3", "layer4"), [(2, 128, 8, 8), (2, 256, 4, 4), (2, 512, 2, 2)]),
+])
+def test_hook_shapes_and_truncated_forward_equals_full(layers, shapes):
+    fe = FeatureExtractor(toy_backbone(), layers)
     x = torch.randn(2, 3, 64, 64)
     short = fe(x)
     fe.truncate = False
     full = fe(x)
-    assert [tuple(f.shape) for f in short] == [(2, 128, 8, 8), (2, 256, 4, 4)]
+    assert [tuple(f.shape) for f in short] == shapes
     for a, b in zip(short, full):
         assert torch.equal(a, b)
-
-
-def test_three_layers_up_to_layer4():
-    """layer4 (the stage the paper leaves out, studied in I.5) is hooked like the others: the truncated pass
-    then runs the whole trunk, and both deeper maps are upsampled to layer2's grid."""
-    fe = FeatureExtractor(toy_backbone(), ("layer2", "layer3", "layer4"))
-    x = torch.randn(2, 3, 64, 64)
-    short = fe(x)
-    fe.truncate = False
-    full = fe(x)
-    assert [tuple(f.shape) for f in short] == [(2, 128, 8, 8), (2, 256, 4, 4), (2, 512, 2, 2)]
-    for a, b in zip(short, full):
-        assert torch.equal(a, b)
+    # every deeper map is pooled and upsampled to the first map's grid
     emb = aggregate_features(short)
-    assert emb.shape == (2, 128 + 256 + 512, 8, 8)
-    up4 = torch.nn.functional.interpolate(torch.nn.AvgPool2d(3, 1, 1)(short[2]), size=(8, 8), mode="bilinear",
-                                          align_corners=False)
-    assert torch.allclose(emb[:, 384:], up4)
+    assert emb.shape == (2, sum(s[1] for s in shapes), 8, 8)
+    deepest = torch.nn.functional.interpolate(torch.nn.AvgPool2d(3, 1, 1)(short[-1]), size=(8, 8), mode="bilinear",
+                                              align_corners=False)
+    assert torch.allclose(emb[:, -shapes[-1][1]:], deepest)
 
 
 def test_aggregate_concat_and_upsampling():
