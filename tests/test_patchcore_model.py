@@ -33,6 +33,9 @@ def test_fast_search_matches_exact_search(fitted):
     exact = PatchCore(toy_backbone(), **toy_settings(search="exact")).fit(toy_images(6))
     assert torch.equal(exact.bank, fast.bank)
     exact_scores, exact_maps = exact.predict(test)
+    # both searches return the direct float32 distance to the bank row they pick: same row, same bits.
+    # A near tie picked otherwise: |d1 - d2| <= 2 * (384 + 2)u/2 * d <= 2.3e-5 * 1.1 = 2.5e-5 (maps weigh
+    # patch scores by >= 0 summing to 1, eq. 7 by < 1): atol 1e-4 covers rounding, not a missed patch
     assert np.allclose(fast_scores, exact_scores, atol=1e-4)
     assert all(np.allclose(a, b, atol=1e-4) for a, b in zip(fast_maps, exact_maps))
     with pytest.raises(ValueError, match="search must be"):
@@ -41,6 +44,7 @@ def test_fast_search_matches_exact_search(fitted):
     exact.set_search("fast")
     assert exact.config.search == "fast" and exact.scorer.search_dim is not None
     exact.set_search("exact")
+    # the same bank, scorer and inputs in one process: bit for bit
     assert exact.scorer.search_dim is None and np.array_equal(exact.predict(test)[0], exact_scores)
     with pytest.raises(ValueError, match="search must be"):
         exact.set_search("approximate")
