@@ -247,9 +247,22 @@ ASSETS: dict[str, Asset] = {
 
 
 def assets_root() -> Path | None:
-    """The offline assets root named by ``VAD_ASSETS``, or None."""
+    """The offline assets root named by ``VAD_ASSETS``, or None when it is unset or empty.
+
+    Raises :class:`AssetError` when it is set to something that is not a folder (a typo, or a file),
+    rather than quietly looking elsewhere."""
     value = os.environ.get(ASSETS_ENV, "").strip()
-    return Path(value).expanduser().resolve() if value else None
+    if not value:
+        return None
+    root = Path(value).expanduser().resolve()
+    if not root.is_dir():
+        what = "is a file, not a folder" if root.exists() else "does not exist"
+        raise AssetError(
+            f"{ASSETS_ENV} is set to {value!r} ({root}), which {what}. Point {ASSETS_ENV} at the folder "
+            f"that holds the book's assets (sub-folders such as 'mnist/', 'magnetic-tile/', 'weights/'; "
+            f"on the machines that build this book: ../shared/assets), or unset it to use the download "
+            f"cache {cache_root()}")
+    return root
 
 
 def cache_root() -> Path:
@@ -436,9 +449,14 @@ def locate(name: str, *, subfolder: str | None = None, download_ok: bool = True,
     else:
         reason = "downloading was not requested"
     what = f"asset '{asset.name}' ({asset.title})" + (f", part '{subfolder}'" if subfolder else "")
-    hint = (f"Set {ASSETS_ENV} to a folder that holds '{asset.folder}/' (for this book's offline "
-            f"assets: {ASSETS_ENV}=../shared/assets), or connect to the network so it can be "
-            f"downloaded into {cache_root()}")
+    if root is None:
+        hint = (f"Set {ASSETS_ENV} to a folder that holds '{asset.folder}/' (for this book's offline "
+                f"assets: {ASSETS_ENV}=../shared/assets), or connect to the network so it can be "
+                f"downloaded into {cache_root()}")
+    else:
+        hint = (f"{ASSETS_ENV} is set to {root}, which has no '{asset.folder}/' folder: add it there, point "
+                f"{ASSETS_ENV} at a folder that holds it, or connect to the network so it can be "
+                f"downloaded into {cache_root()}")
     if asset.how_to_get:
         hint += f", {asset.how_to_get}"
     raise AssetNotFoundError(

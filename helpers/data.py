@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from . import assets
 
@@ -113,39 +113,90 @@ class Split:
         return out
 
 
+GREY_MODES = ("L", "LA", "1", "I;16", "I;16B", "I;16L", "I", "F")
+
+
+def _open_image(path: Path) -> Image.Image:
+    """Open and decode an image file, turned upright by its EXIF orientation tag (phones and many
+    cameras store pixels as the sensor read them and record the rotation in the tag; every image viewer
+    applies it, so masks drawn on the shown image fit only the turned pixels)."""
+    if not path.exists():
+        raise FileNotFoundError(f"image file {path} does not exist")
+    if not path.is_file():
+        raise ValueError(f"{path} is not a file (a folder?): pass the path of one image file")
+    try:
+        with Image.open(path) as img:
+            img.load()
+            upright = ImageOps.exif_transpose(img)
+            if upright is img:
+                upright = img.copy()
+            return upright
+    except Image.DecompressionBombError as err:
+        raise ValueError(f"{path} is too large to read safely ({err}); resize it first, or raise "
+                         "PIL.Image.MAX_IMAGE_PIXELS if you trust the file") from err
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise ValueError(f"{path} is not a readable image (unreadable or truncated): {err}") from err
+
+
+def _to_8bit(img: Image.Image) -> Image.Image:
+    """16-bit and 32-bit grey images (``I;16*``, ``I``, ``F``) scaled to 8 bit: by 65535 when any value
+    exceeds 255, else taken as 0-255 (floats in [0, 1] by 1)."""
+    if img.mode not in ("I;16", "I;16B", "I;16L", "I", "F"):
+        return img
+    arr = np.asarray(img, dtype=np.float64)
+    if not np.isfinite(arr).all():
+        raise ValueError("image contains NaN or infinite values")
+    top = 65535.0 if arr.max() > 255 else (1.0 if img.mode == "F" and arr.max() <= 1 else 255.0)
+    return Image.fromarray(np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8))
+
+
 def read_image(path: str | Path, mode: str = "L") -> np.ndarray:
     """Read an image file as uint8 ("L" grayscale, "RGB", or "auto": grayscale files stay HxW,
     all others become HxWx3 RGB), with a clear error for bad files.
 
-    16-bit images are scaled to 8 bit; RGBA and palette images are converted to RGB (or L).
+    The EXIF orientation tag is applied, as image viewers do (masks are read the same way). 16- and
+    32-bit images are scaled to 8 bit; alpha channels are dropped; palette images are converted to RGB
+    (or L). A multi-frame file (TIFF stack, GIF) gives its first frame.
     """
     if mode not in ("L", "RGB", "auto"):
         raise ValueError(f"mode must be 'L', 'RGB' or 'auto', got {mode!r}")
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"image file {path} does not exist")
+    img = _open_image(path)
+    if mode == "auto":
+        mode = "L" if img.mode in GREY_MODES else "RGB"
     try:
-        with Image.open(path) as img:
-            img.load()
-            if mode == "auto":
-                mode = "L" if img.mode in ("L", "1", "I;16", "I;16B", "I;16L", "I") else "RGB"
-            if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-                arr = np.asarray(img, dtype=np.float64)
-                top = 65535.0 if arr.max() > 255 else 255.0
-                img = Image.fromarray(np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8))
-            return np.asarray(img.convert(mode), dtype=np.uint8).copy()
-    except (UnidentifiedImageError, OSError, SyntaxError) as err:
-        raise ValueError(f"{path} is not a readable image (unreadable or truncated): {err}") from err
+        img = _to_8bit(img)
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None
+    return np.asarray(img.convert(mode), dtype=np.uint8).copy()
 
 
 def read_mask(path: str | Path, shape: tuple[int, int]) -> np.ndarray:
     """Read a mask as bool and check it matches the image ``shape``.
 
-    0/255 masks (with a few grey values at the edges, as in the Magnetic Tile set) are thresholded at
-    128; masks stored as 0/1 (a common export) are read as they are, not silently emptied.
+    Masks come in several conventions, all read here: 0/255 grey (with a few grey values at the edges,
+    as in the Magnetic Tile set: thresholded at 128); 0/1 or small label indices (0 = background, any
+    value below 128 elsewhere = defect); colour masks from annotation tools (RGB or palette: a pixel is
+    a defect when its brightest channel is, by the same rule; fully transparent pixels are background).
+    The EXIF orientation is applied as for images.
     """
-    raw = read_image(path, "L")
-    mask = raw > 0 if raw.max(initial=0) <= 1 else raw >= 128
+    path = Path(path)
+    img = _open_image(path)
+    if img.mode == "P":
+        img = img.convert("RGBA")
+    try:
+        img = _to_8bit(img)
+    except ValueError as err:
+        raise ValueError(f"mask {path}: {err}") from None
+    arr = np.asarray(img.convert("RGBA") if img.mode not in ("L", "RGB", "RGBA") else img, dtype=np.uint8)
+    if arr.ndim == 3:
+        raw = arr[..., :3].max(axis=2)
+        if arr.shape[2] == 4:
+            raw = np.where(arr[..., 3] == 0, 0, raw)
+    else:
+        raw = arr
+    top = int(raw.max(initial=0))
+    mask = raw > 0 if top < 128 else raw >= 128
     if mask.shape != tuple(shape):
         raise ValueError(f"mask {path} has size {mask.shape[::-1]} (w, h) but its image has "
                          f"{tuple(shape)[::-1]}: masks must match their image pixel for pixel")
@@ -200,8 +251,15 @@ def load_magnetic_tile(seed: int = 0, good_test_fraction: float = 0.4,
                  info={"seed": seed, "good_test_fraction": good_test_fraction, "root": str(folder)})
 
 
+def image_files(folder: Path) -> list[Path]:
+    """The image files of ``folder`` by suffix (any case), sorted; hidden files (``.DS_Store``, the
+    ``._name.png`` companions macOS writes on USB sticks) are skipped."""
+    return sorted(p for p in folder.iterdir()
+                  if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file())
+
+
 def _mvtec_images(folder: Path) -> list[Path]:
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    files = image_files(folder)
     if not files:
         raise assets.AssetLayoutError(f"MVTec AD folder {folder} holds no images")
     return files

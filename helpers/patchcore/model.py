@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -288,21 +289,35 @@ class PatchCore:
 
     # ------------------------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> Path:
-        """Write ``path/config.json`` and ``path/memory_bank.safetensors`` (no pickle)."""
+        """Write ``path/config.json`` and ``path/memory_bank.safetensors`` (no pickle). Each file is
+        written under a temporary name and renamed into place, the bank first, so an interrupted save
+        leaves the previous model (or none), never half a file."""
         from safetensors.torch import save_file
 
         self._check_fitted()
         path = Path(path)
+        if path.exists() and not path.is_dir():
+            raise ValueError(f"cannot save the model to {path}: it is a file; name a folder")
         path.mkdir(parents=True, exist_ok=True)
         meta = {"format_version": FORMAT_VERSION, "config": self.config.to_json(), "grid": list(self.grid),
                 "channels": self.channels, "fit_info": self.fit_info}
-        (path / "config.json").write_text(json.dumps(meta, indent=2))
-        save_file({"bank": self.bank.contiguous()}, str(path / "memory_bank.safetensors"))
+        tmp_bank, tmp_cfg = path / f".memory_bank.{os.getpid()}.tmp", path / f".config.{os.getpid()}.tmp"
+        try:
+            save_file({"bank": self.bank.contiguous()}, str(tmp_bank))
+            tmp_cfg.write_text(json.dumps(meta, indent=2))
+            os.replace(tmp_bank, path / "memory_bank.safetensors")
+            os.replace(tmp_cfg, path / "config.json")
+        finally:
+            tmp_bank.unlink(missing_ok=True)
+            tmp_cfg.unlink(missing_ok=True)
         return path
 
     @classmethod
     def load(cls, path: str | Path, backbone: nn.Module | None = None) -> "PatchCore":
-        """Read a model written by :meth:`save`. Pass ``backbone`` if it was fitted with a custom module."""
+        """Read a model written by :meth:`save`. Pass ``backbone`` if it was fitted with a custom module.
+
+        A damaged or foreign file raises :class:`SavedModelError`, naming the file and what to do."""
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
         path = Path(path)
@@ -310,17 +325,49 @@ class PatchCore:
         if not cfg_file.is_file() or not bank_file.is_file():
             raise FileNotFoundError(f"{path} is not a saved PatchCore model (expected config.json and "
                                     "memory_bank.safetensors)")
-        meta = json.loads(cfg_file.read_text())
+        redo = "save the model again (PatchCore.fit(...).save(path)) or restore the folder from a copy"
+        try:
+            meta = json.loads(cfg_file.read_text())
+            if not isinstance(meta, dict):
+                raise ValueError("it does not hold a JSON object")
+        except (UnicodeDecodeError, ValueError) as err:
+            raise SavedModelError(f"{cfg_file} of the saved PatchCore model {path} is damaged (not valid "
+                                  f"JSON: {err}); {redo}") from None
         if meta.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"unsupported PatchCore format version {meta.get('format_version')}")
-        settings = dict(meta["config"])
-        name = settings.pop("backbone")
+            raise SavedModelError(f"{cfg_file}: unsupported PatchCore format version "
+                                  f"{meta.get('format_version')!r} (this code reads version {FORMAT_VERSION})")
+        try:
+            settings = dict(meta["config"])
+            name = settings.pop("backbone")
+            grid, channels = tuple(int(g) for g in meta["grid"]), int(meta["channels"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise SavedModelError(f"{cfg_file} of the saved PatchCore model {path} lacks or garbles the "
+                                  f"entry {err}; {redo}") from None
         if backbone is None and name == "custom":
             raise ValueError("this model was fitted with a custom backbone module: pass it as backbone=")
-        model = cls(backbone if backbone is not None else name, **settings)
-        tensors = load_file(str(bank_file))
-        model.bank = tensors["bank"]     # older files also hold "bank_neighbours"; eq. 7 now searches them
-        model.grid, model.channels = tuple(meta["grid"]), int(meta["channels"])
+        try:
+            model = cls(backbone if backbone is not None else name, **settings)
+        except (TypeError, ValueError) as err:
+            raise SavedModelError(f"{cfg_file}: its settings are not valid here ({err}); it may come from "
+                                  f"another version of helpers; {redo}") from None
+        try:
+            tensors = load_file(str(bank_file))
+        except (SafetensorError, OSError, ValueError) as err:
+            raise SavedModelError(f"{bank_file} of the saved PatchCore model {path} is damaged or truncated "
+                                  f"(safetensors: {err}); {redo}") from None
+        bank = tensors.get("bank")      # older files also hold "bank_neighbours"; eq. 7 now searches them
+        if bank is None or bank.ndim != 2 or bank.shape[1] != channels or bank.shape[0] < model.config.k:
+            got = "no 'bank' tensor" if bank is None else f"a bank of shape {tuple(bank.shape)}"
+            raise SavedModelError(f"{bank_file} holds {got}, but {cfg_file.name} describes {channels} channels "
+                                  f"and k={model.config.k}: the two files do not belong together; {redo}")
+        if not torch.isfinite(bank).all():
+            raise SavedModelError(f"{bank_file}: the memory bank holds NaN/inf values; {redo}")
+        model.bank = bank.float()
+        model.grid, model.channels = grid, channels
         model.fit_info = meta.get("fit_info", {})
         model._scorer = model._make_scorer()
         return model
+
+
+class SavedModelError(ValueError):
+    """A saved PatchCore model whose files are damaged, truncated or do not belong together."""

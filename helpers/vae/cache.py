@@ -62,10 +62,19 @@ def load(key: str, model) -> dict | None:
     weights, meta = _paths(folder, key)
     if not (weights.is_file() and meta.is_file()):
         return None
-    with warnings.catch_warnings():  # the optimizer's state is not needed (no further training)
-        warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
-        model.load_weights(str(weights))
-    return json.loads(meta.read_text())["history"]
+    try:
+        history = json.loads(meta.read_text())["history"]
+        with warnings.catch_warnings():  # the optimizer's state is not needed (no further training)
+            warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+            model.load_weights(str(weights))
+    except Exception as err:  # h5py/Keras raise many types for a damaged file; any of them is a miss
+        warnings.warn(f"the cached VAE {weights.name} in {folder} is damaged or incomplete "
+                      f"({type(err).__name__}: {err}); it is removed and the model trained again",
+                      RuntimeWarning, stacklevel=2)
+        for damaged in (weights, meta):
+            damaged.unlink(missing_ok=True)
+        return None
+    return history
 
 
 def store(key: str, model, history: dict, settings: dict) -> Path | None:
