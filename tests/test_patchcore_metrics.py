@@ -17,6 +17,8 @@ def test_auroc_matches_sklearn_with_ties():
     assert M.auroc([0, 1], [0.5, 0.5]) == 0.5
     with pytest.raises(ValueError, match="both positive and negative"):
         M.auroc([1, 1], [0.1, 0.2])
+    with pytest.raises(ValueError, match="1 of 4 scores are NaN"):     # sorted last, NaN would look perfect
+        M.auroc([0, 0, 1, 1], [0.1, 0.2, 0.3, np.nan])
 
 
 def test_pixel_auroc_and_roc_curve():

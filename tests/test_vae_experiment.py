@@ -13,10 +13,17 @@ def test_auroc_matches_sklearn_with_ties_and_nan():
     want = roc_auc_score(np.r_[np.zeros(60), np.ones(40)], np.r_[a, b])
     # exact rank sums (rankdata's half-integers) vs sklearn's float64 trapezoid: ~1e-15 apart (rel 1e-6)
     assert experiment.auroc(a, b) == pytest.approx(want)
-    # a NaN among the normal scores counts as maximally anomalous: it cannot help the model
+    # a NaN counts as the worst case for the model: the most anomalous normal image, the least
+    # anomalous anomaly; it cannot help, and a model that gives NaN on every anomaly scores 0
     a2 = a.copy()
     a2[0] = np.nan
+    assert experiment.auroc(a2, b) == pytest.approx(experiment.auroc(np.r_[a[1:], np.inf], b))
     assert experiment.auroc(a2, b) <= experiment.auroc(a, b)
+    b2 = b.copy()
+    b2[:5] = np.nan
+    assert experiment.auroc(a, b2) == pytest.approx(experiment.auroc(a, np.r_[np.full(5, -np.inf), b[5:]]))
+    assert experiment.auroc(a, b2) < experiment.auroc(a, b)
+    assert experiment.auroc(a, np.full(40, np.nan)) == 0.0
 
 
 def _bars(n, seed, vertical=True):

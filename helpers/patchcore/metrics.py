@@ -29,6 +29,10 @@ def auroc(labels, scores) -> float:
     n_neg = y.numel() - n_pos
     if n_pos == 0 or n_neg == 0:
         raise ValueError("AUROC needs both positive and negative labels")
+    if torch.isnan(s).any():
+        # torch.sort puts NaN last, i.e. as the largest score: NaN anomalies would look perfect
+        raise ValueError(f"{int(torch.isnan(s).sum())} of {s.numel()} scores are NaN: AUROC is undefined; "
+                         "check the model and its inputs")
     s_sorted, order = torch.sort(s)
     _, inverse, counts = torch.unique_consecutive(s_sorted, return_inverse=True, return_counts=True)
     ends = torch.cumsum(counts, 0).double()

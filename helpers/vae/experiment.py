@@ -19,10 +19,12 @@ SCORE_LABELS = {"full": "full D+A+M (old)", "A+M": "A+M", "M": "M only (new)", "
 def auroc(normal: np.ndarray, anomaly: np.ndarray) -> float:
     """ROC AUC with anomalies as positives (Mann-Whitney form, ties counted half).
 
-    NaN scores are treated as +inf (maximally anomalous), so a broken model cannot look good.
+    A NaN score ranks worst for the model, so a broken model cannot look good: a NaN on a normal image
+    counts as +inf (a certain false alarm), a NaN on an anomaly as -inf (a certain miss).
     """
-    s = np.concatenate([np.asarray(normal, np.float64), np.asarray(anomaly, np.float64)])
-    s = np.where(np.isnan(s), np.inf, s)
+    normal = np.asarray(normal, np.float64)
+    anomaly = np.asarray(anomaly, np.float64)
+    s = np.concatenate([np.where(np.isnan(normal), np.inf, normal), np.where(np.isnan(anomaly), -np.inf, anomaly)])
     r = rankdata(s)
     n0, n1 = len(normal), len(anomaly)
     return float((r[n0:].sum() - n1 * (n1 + 1) / 2) / (n0 * n1))
