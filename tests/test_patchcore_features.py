@@ -102,3 +102,30 @@ def test_bad_layers_and_inputs_rejected():
     fe = FeatureExtractor(bb)
     with pytest.raises(ValueError, match="RGB images"):
         fe(torch.randn(1, 1, 64, 64))
+
+
+def test_receptive_field_matches_the_gradient_support():
+    """The theoretical receptive field is where the input can change one output unit: the support of
+    the gradient of a central layer3 unit (float64, so no contribution rounds to zero)."""
+    import torchvision
+    from helpers.backbones import move_v1_strides
+    from helpers.patchcore.features import receptive_field
+
+    torch.manual_seed(0)
+    net = torchvision.models.resnet18(num_classes=10).double().eval()
+    field, stride = receptive_field(net, "layer3")
+    assert stride == 16
+    x = torch.rand(1, 3, 320, 320, dtype=torch.double, generator=torch.Generator().manual_seed(0)).requires_grad_()
+    out = x
+    for stage in ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3"):
+        out = getattr(net, stage)(out)
+    h, w = out.shape[-2:]
+    out[0, :, h // 2, w // 2].sum().backward()
+    rows = torch.nonzero(x.grad.abs().sum((0, 1, 3)))[:, 0]
+    assert int(rows.max() - rows.min()) + 1 == field           # 211 px, well inside the 320 px input
+    # ResNet-50: v1 puts the stride before the 3x3 convolution, which then sees a wider field
+    r50 = torchvision.models.resnet50()
+    v15 = receptive_field(r50, "layer4")[0]
+    move_v1_strides(r50)
+    assert receptive_field(r50, "layer4")[0] > v15
+    assert receptive_field(r50, "layer3", pool=3)[0] == receptive_field(r50, "layer3")[0] + 2 * 16

@@ -7,7 +7,7 @@ from sklearn.neighbors import NearestNeighbors
 import torch.nn.functional as F
 
 from helpers.patchcore.anomaly_map import anomaly_maps, blur_matrix, gaussian_blur
-from helpers.patchcore.reference import article_patch_scores
+from helpers.patchcore.reference import article_image_score, article_patch_scores
 from helpers.patchcore.scorer import NearestNeighbourScorer, float32_dot_error, reweighted_image_score
 
 
@@ -37,6 +37,20 @@ def test_knn_equals_article_ball_tree():
     theirs = article_patch_scores(q.numpy(), bank.numpy(), n_neighbors=9)
     # the ball tree works in float64, so our float32 rounding (bound above) is all that separates them
     assert np.allclose(ours.numpy(), theirs, rtol=float32_dot_error(24), atol=0)
+
+
+def test_article_image_score_is_the_farthest_neighbours_weight():
+    """The community code's eq. 7: N_b is the k-row of the test patch with the largest nearest distance,
+    and the weight is one minus the softmax share of its *farthest* neighbour, so it lies in
+    (0, 1 - 1/k], the opposite end from the paper's [1 - 1/b, 1)."""
+    bank, q = _data(4)
+    d = article_patch_scores(q.numpy(), bank.numpy(), n_neighbors=9)       # [130, 9], ascending rows
+    row = d[np.argmax(d[:, 0])]
+    w = 1 - np.exp(row[-1]) / np.exp(row).sum()
+    assert article_image_score(d) == pytest.approx(w * d[:, 0].max(), rel=1e-12)   # float64 both sides
+    assert 0 < w <= 1 - 1 / 9
+    equal = np.full((5, 9), 2.0)                     # all neighbours equally far: weight exactly 1 - 1/9
+    assert article_image_score(equal) == pytest.approx((1 - 1 / 9) * 2.0, rel=1e-12)
 
 
 def _near_ties(seed=0, n_bank=400, n_query=200, dim=256, norm=1000.0, spread=0.05):

@@ -123,3 +123,27 @@ def check_finite(patches: torch.Tensor, what: str = "features", chunk: int = 819
             bad = int((~torch.isfinite(patches)).sum())
             raise ValueError(f"{what} contain {bad} NaN/inf values: check the input images (uint8 or floats in "
                              "[0, 1]) and the backbone weights")
+
+
+def receptive_field(backbone: nn.Module, layer: str, pool: int = 0) -> tuple[int, int]:
+    """Theoretical receptive field (pixels) and stride of ``<layer>``'s output in a torchvision-style
+    ResNet, along the main path (the 1x1 shortcut convolutions see less), optionally followed by a
+    ``pool`` x ``pool`` stride-1 local aggregation. Read from the modules themselves, so it follows
+    where the strides sit (v1 or v1.5): each kernel ``k`` (dilation ``d``) at cumulative stride ``j``
+    widens the field by ``(k - 1) d j``."""
+    if layer not in RESNET_STAGES[4:]:
+        raise ValueError(f"layer must be one of {RESNET_STAGES[4:]}, got {layer!r}")
+    stages = RESNET_STAGES[: RESNET_STAGES.index(layer) + 1]
+    field, jump = 1, 1
+    for name, module in backbone.named_modules():
+        if name.split(".")[0] not in stages or "downsample" in name:
+            continue
+        if isinstance(module, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
+            k, s, d = (getattr(module, a) for a in ("kernel_size", "stride", "dilation")) \
+                if not isinstance(module, nn.AvgPool2d) else (module.kernel_size, module.stride, 1)
+            k, s, d = (v if isinstance(v, int) else v[0] for v in (k, s, d))
+            field += (k - 1) * d * jump
+            jump *= s
+    if pool > 1:
+        field += (pool - 1) * jump
+    return field, jump

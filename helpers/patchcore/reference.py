@@ -103,3 +103,16 @@ def article_patch_scores(embedding_test: np.ndarray, embedding_coreset: np.ndarr
     nbrs.fit(embedding_coreset)
     score_patches, _ = nbrs.kneighbors(embedding_test)
     return score_patches
+
+
+def article_image_score(score_patches: np.ndarray) -> float:
+    """The article's image score, as the community code it builds on computes eq. 7.
+
+    ``score_patches`` are the article's ``[P, k]`` distances of each test patch to its ``k`` nearest bank
+    patches (:func:`article_patch_scores`). The code takes the row of the test patch with the largest
+    nearest distance, ``N_b``, and weights the max by ``1 - max(exp(N_b)) / sum(exp(N_b))``: the weight of
+    that test patch's *farthest* of its ``k`` neighbours, not the paper's neighbourhood of ``m*``.
+    """
+    N_b = score_patches[np.argmax(score_patches[:, 0])]
+    w = 1 - (np.max(np.exp(N_b)) / np.sum(np.exp(N_b)))
+    return float(w * max(score_patches[:, 0]))
