@@ -45,7 +45,7 @@ CPU_VARIANTS ?= MKL_CBWR=COMPATIBLE MKL_CBWR=AVX2 MKL_CBWR=AVX512 ATEN_CPU_CAPAB
 test-variants: venv
 	@for v in $(CPU_VARIANTS); do \
 	  echo "== numerics unit tests under $$v"; \
-	  env $$v $(BIN)/python -m pytest -q -m numerics -p no:cacheprovider || exit 1; \
+	  env $$v $(BIN)/python -m pytest -q -m numerics -p no:cacheprovider --disable-warnings || exit 1; \
 	done
 
 clean:
