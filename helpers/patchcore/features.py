@@ -139,8 +139,7 @@ def receptive_field(backbone: nn.Module, layer: str, pool: int = 0) -> tuple[int
         if name.split(".")[0] not in stages or "downsample" in name:
             continue
         if isinstance(module, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
-            k, s, d = (getattr(module, a) for a in ("kernel_size", "stride", "dilation")) \
-                if not isinstance(module, nn.AvgPool2d) else (module.kernel_size, module.stride, 1)
+            k, s, d = (getattr(module, a, 1) for a in ("kernel_size", "stride", "dilation"))  # AvgPool: no dilation
             k, s, d = (v if isinstance(v, int) else v[0] for v in (k, s, d))
             field += (k - 1) * d * jump
             jump *= s
