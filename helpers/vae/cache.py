@@ -7,6 +7,7 @@ variable ``VAD_MODEL_CACHE`` names a folder (``python -m helpers.book`` sets it 
 it when the *same* run is asked for again.
 
 "Same" is strict: the key hashes the training crops (bytes, shape, dtype), every training setting,
+where it ran (a one-thread worker process or the calling process: the thread count changes rounding),
 the source of the modules that define the model, loss and training loop, and the Keras, backend and
 NumPy versions. Anything else changes the key and the model is trained afresh. Weights are stored as
 Keras ``.weights.h5`` (HDF5 arrays, no pickle) beside a JSON file with the training history, each
@@ -24,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 ENV = "VAD_MODEL_CACHE"
-_SOURCES = ("model.py", "losses.py", "cache.py")
+_SOURCES = ("model.py", "losses.py", "cache.py", "workers.py")
 
 
 def cache_dir() -> Path | None:
@@ -33,8 +34,8 @@ def cache_dir() -> Path | None:
     return Path(value).expanduser() if value else None
 
 
-def training_key(crops: np.ndarray, settings: dict) -> str:
-    """A hex key for one training run: crops, settings, code and library versions."""
+def training_key(crops: np.ndarray, settings: dict, where: str = "worker") -> str:
+    """A hex key for one training run: crops, settings, where it ran, code and library versions."""
     import keras
 
     h = hashlib.sha256()
@@ -42,6 +43,7 @@ def training_key(crops: np.ndarray, settings: dict) -> str:
     h.update(f"{arr.shape}|{arr.dtype}".encode())
     h.update(arr.tobytes())
     h.update(json.dumps(settings, sort_keys=True, default=str).encode())
+    h.update(where.encode())
     here = Path(__file__).resolve().parent
     for name in _SOURCES:
         h.update((here / name).read_bytes())
@@ -53,10 +55,11 @@ def _paths(folder: Path, key: str) -> tuple[Path, Path]:
     return folder / f"vae-{key}.weights.h5", folder / f"vae-{key}.json"
 
 
-def load(key: str, model) -> dict | None:
+def load(key: str, model, folder: Path | None = None) -> dict | None:
     """Load cached weights into ``model`` (built with the same settings) and return the stored
-    history, or ``None`` when caching is off or the run is not cached."""
-    folder = cache_dir()
+    history, or ``None`` when caching is off or the run is not cached. ``folder`` overrides
+    ``VAD_MODEL_CACHE`` (the training workers hand their models back through one)."""
+    folder = Path(folder) if folder is not None else cache_dir()
     if folder is None:
         return None
     weights, meta = _paths(folder, key)
@@ -77,9 +80,10 @@ def load(key: str, model) -> dict | None:
     return history
 
 
-def store(key: str, model, history: dict, settings: dict) -> Path | None:
-    """Save a trained model and its history under ``key`` (atomic renames); ``None`` when off."""
-    folder = cache_dir()
+def store(key: str, model, history: dict, settings: dict, folder: Path | None = None) -> Path | None:
+    """Save a trained model and its history under ``key`` (atomic renames); ``None`` when off.
+    ``folder`` overrides ``VAD_MODEL_CACHE``."""
+    folder = Path(folder) if folder is not None else cache_dir()
     if folder is None:
         return None
     folder.mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,6 @@ from scipy.stats import rankdata
 
 from . import crops as crops_mod
 from . import scoring
-from .model import train_vae
 
 #: The scores compared in the ablation (the same trained model, different sums of its terms).
 SCORES = ("full", "A+M", "M", "D", "SE")
@@ -47,24 +46,58 @@ def run_ablation(train_images: np.ndarray, normal: np.ndarray, anomaly: np.ndarr
 
     Rows hold ``seed``, ``score``, ``image`` (max/mean), ``auroc``, ``tag``, the final training loss
     and the seconds per epoch. Pass a list as ``keep_models`` to collect each seed's
-    :class:`~helpers.vae.model.TrainResult` (model and per-epoch history).
+    :class:`~helpers.vae.model.TrainResult` (model and per-epoch history). The seeds train side by
+    side (:func:`helpers.vae.workers.train_many`); :func:`run_ablations` does the same for several
+    settings at once.
     """
-    rows = []
+    arm = dict(train_images=train_images, normal=normal, anomaly=anomaly, n_crops=n_crops,
+               dequantise=dequantise, tag=tag, keep_models=keep_models, **model_kwargs)
+    return run_ablations([arm], epochs=epochs, batch_size=batch_size, seeds=seeds, scores=scores, hows=hows,
+                         progress=progress)
+
+
+_ARM_KEYS = ("train_images", "normal", "anomaly", "n_crops", "dequantise", "tag", "keep_models")
+
+
+def run_ablations(arms, *, seeds, scores=SCORES, hows=("max", "mean"), progress: bool = True,
+                  **common) -> list[dict]:
+    """:func:`run_ablation` for several settings ("arms") at once: every (arm, seed) model trains in one
+    batch of worker processes, then each is scored in turn. Rows come in the order that one
+    ``run_ablation`` call per arm would give.
+
+    Each arm is a dict with ``train_images``, ``normal``, ``anomaly`` and optionally ``n_crops``,
+    ``dequantise``, ``tag``, ``keep_models`` and model settings; ``common`` (``epochs``,
+    ``batch_size``, ``n_crops``, model settings) applies to every arm unless the arm overrides it.
+    """
+    from .workers import train_many
+
     seeds = list(seeds)
-    it = seeds
+    jobs, owners = [], []
+    for arm in arms:
+        spec = {**common, **arm}
+        missing = [k for k in ("train_images", "normal", "anomaly", "n_crops") if k not in spec]
+        if missing:
+            raise ValueError(f"ablation arm {spec.get('tag', '')!r} lacks {missing}")
+        training = {k: v for k, v in spec.items() if k not in _ARM_KEYS}
+        for seed in seeds:
+            x = crops_mod.sample_crops(spec["train_images"], spec["n_crops"], seed=seed)
+            if spec.get("dequantise", False):
+                x = crops_mod.dequantise(x, seed=seed)
+            jobs.append(dict(crops=x, seed=seed, **training))
+            owners.append((spec, seed))
+    label = ", ".join(dict.fromkeys(spec.get("tag", "") for spec, _ in owners if spec.get("tag"))) or "seeds"
+    results = train_many(jobs, progress=progress, desc=f"training ({label})")
+    rows = []
+    it = zip(owners, results)
     if progress:
         from tqdm import tqdm
-        it = tqdm(seeds, desc=tag or "seeds")
-    for seed in it:
-        x = crops_mod.sample_crops(train_images, n_crops, seed=seed)
-        if dequantise:
-            x = crops_mod.dequantise(x, seed=seed)
-        res = train_vae(x, epochs=epochs, batch_size=batch_size, seed=seed, **model_kwargs)
+        it = tqdm(it, total=len(owners), desc="scoring")
+    for (spec, seed), res in it:
         sec = float(np.mean(res.history["seconds"])) if res.history["seconds"] else 0.0
-        if keep_models is not None:
-            keep_models.append(res)
-        for row in evaluate(res.model, normal, anomaly, scores, hows):
-            row.update(seed=seed, tag=tag, final_loss=res.history["loss"][-1], sec_per_epoch=sec,
+        if spec.get("keep_models") is not None:
+            spec["keep_models"].append(res)
+        for row in evaluate(res.model, spec["normal"], spec["anomaly"], scores, hows):
+            row.update(seed=seed, tag=spec.get("tag", ""), final_loss=res.history["loss"][-1], sec_per_epoch=sec,
                        median_sigma2=res.history["median_sigma2"][-1])
             rows.append(row)
     return rows

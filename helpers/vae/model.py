@@ -176,33 +176,24 @@ def probe_terms(model: VAE, x: np.ndarray) -> dict:
     return terms
 
 
-def train_vae(crops: np.ndarray, epochs: int = 10, batch_size: int = 128, seed: int = 0,
-              progress: bool = False, probe: int = 2048, **model_kwargs) -> TrainResult:
-    """Build and train a VAE on ``crops`` (N, 8, 8, 1) in [0, 1]; deterministic given ``seed``.
-
-    Each epoch shuffles with ``np.random.default_rng(seed)`` and runs ``fit(..., verbose=0)``.
-    ``history`` has per-epoch ``loss``, ``seconds`` and probe means of each term on the first
-    ``probe`` crops. When ``VAD_MODEL_CACHE`` is set, an identical earlier run is reused
-    (:mod:`helpers.vae.cache`; ``from_cache`` says so and ``history`` is the stored one).
-    """
+def check_crops(crops) -> np.ndarray:
+    """Training crops as float32 ``(N, h, w, 1)`` in [0, 1], or a ``ValueError`` saying what is wrong."""
     crops = np.asarray(crops, np.float32)
     if crops.ndim != 4 or crops.shape[-1] != 1:
         raise ValueError(f"expected crops of shape (N, h, w, 1), got {crops.shape}")
     if not np.isfinite(crops).all() or crops.min() < 0 or crops.max() > 1:
         raise ValueError("crops must be finite and in [0, 1]; scale uint8 pixels by 1/255")
-    model = build_vae(seed=seed, input_shape=crops.shape[1:], **model_kwargs)
-    settings = dict(epochs=epochs, batch_size=batch_size, seed=seed, probe=probe, **model_kwargs)
-    key = cache.training_key(crops, settings)
-    cached = cache.load(key, model)
-    if cached is not None:
-        return TrainResult(model, cached, from_cache=True)
+    return crops
+
+
+def fit_vae(model: VAE, crops: np.ndarray, epochs: int, batch_size: int, seed: int, probe: int = 2048,
+            on_epoch=None) -> dict:
+    """The training loop: each epoch shuffles with ``np.random.default_rng(seed)`` and runs one
+    ``fit(..., verbose=0)``; returns the history (per-epoch ``loss``, ``seconds`` and the probe means of
+    each term on the first ``probe`` crops). ``on_epoch(i)`` is called after epoch ``i``."""
     rng = np.random.default_rng(seed)
     history: dict = {"loss": [], "seconds": []}
-    epoch_iter = range(epochs)
-    if progress:
-        from tqdm import tqdm
-        epoch_iter = tqdm(epoch_iter, desc=f"seed {seed}", leave=False)
-    for _ in epoch_iter:
+    for epoch in range(epochs):
         order = rng.permutation(len(crops))
         t0 = time.perf_counter()
         h = model.fit(crops[order], batch_size=batch_size, epochs=1, shuffle=False, verbose=0)
@@ -210,6 +201,24 @@ def train_vae(crops: np.ndarray, epochs: int = 10, batch_size: int = 128, seed: 
         history["loss"].append(float(h.history["loss"][-1]))
         for k, v in probe_terms(model, crops[:probe]).items():
             history.setdefault(k, []).append(v)
-    cache.store(key, model, history, settings)
-    return TrainResult(model, history)
+        if on_epoch is not None:
+            on_epoch(epoch)
+    return history
 
+
+def train_vae(crops: np.ndarray, epochs: int = 10, batch_size: int = 128, seed: int = 0,
+              progress: bool = False, probe: int = 2048, workers: int | None = None,
+              **model_kwargs) -> TrainResult:
+    """Build and train a VAE on ``crops`` (N, 8, 8, 1) in [0, 1]; deterministic given ``seed``.
+
+    The loop is :func:`fit_vae`. It runs in a worker process with one TensorFlow thread
+    (:mod:`helpers.vae.workers`, about twice as fast as two threads for this small model, and the same
+    numbers on any number of cores); ``workers=0`` (or ``VAD_TRAIN_WORKERS=0``) trains in this process
+    instead. To train several models at once, pass them all to
+    :func:`helpers.vae.workers.train_many`. When ``VAD_MODEL_CACHE`` is set, an identical earlier run
+    is reused (:mod:`helpers.vae.cache`; ``from_cache`` says so and ``history`` is the stored one).
+    """
+    from .workers import train_many
+
+    job = dict(crops=crops, epochs=epochs, batch_size=batch_size, seed=seed, probe=probe, **model_kwargs)
+    return train_many([job], workers=workers, progress=progress, desc=f"seed {seed}")[0]
