@@ -13,6 +13,8 @@ Everything is measured in one run on this machine (nothing is quoted from elsewh
 * the fast nearest-patch search (principal subspace, exact re-rank) vs the exact search: time and how
   often it returns the same bank patch;
 * ``predict`` throughput at a 1% coreset vs the backbone's forward pass alone (fast and exact search);
+* I.5's study: one call with shared backbone passes and nested coresets vs one call per setting (the
+  old cost), the same rows;
 * peak memory (RSS) of ``fit`` for several numbers of training images.
 
 Run:  VAD_ASSETS=../shared/assets python benchmarks/patchcore_bench.py  [--quick]
@@ -63,10 +65,11 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=None, help="greedy steps to time (default: 1%% of the bank)")
     ap.add_argument("--n-test", type=int, default=32, help="test images for scoring / predict timings")
     ap.add_argument("--memory-sizes", default="100,200,400", help="training-set sizes for the memory test")
+    ap.add_argument("--study-train", type=int, default=20, help="training images for the study comparison")
     ap.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
     args = ap.parse_args()
     if args.quick:
-        args.n_images, args.n_test, args.memory_sizes = 16, 8, "8,16"
+        args.n_images, args.n_test, args.memory_sizes, args.study_train = 16, 8, "8,16", 4
 
     from sklearn.random_projection import SparseRandomProjection
 
@@ -245,6 +248,31 @@ def main() -> None:
           f"{med['fast'] / med['forward']:.2f}, exact {med['exact'] / med['forward']:.2f}")
     results["predict"] = {"predict_ms": 1000 * t_pred, "predict_exact_ms": 1000 * t_pred_exact,
                           "forward_ms": 1000 * t_fwd, "median_ms": {k: 1000 * v for k, v in med.items()}}
+
+    # -------------------------------------------------------------- I.5's study: shared passes, nested coresets
+    from helpers.patchcore.evaluation import study
+
+    n_tr, n_te = args.study_train, args.n_test
+    st_train, st_test = train[:n_tr], test[:n_te]
+    base = dict(preprocess="letterbox", image_size=320, layers=("layer2", "layer3"), k=9, seed=0)
+    variants = [{"pool": False}, {"layers": ("layer2",)}, {"layers": ("layer3",)},
+                {"layers": ("layer2", "layer3", "layer4")}]
+    ratios = [{"coreset_ratio": 0.001}, {"coreset_ratio": 0.01}, {"coreset_ratio": 0.1}]
+    t0 = time.perf_counter()                       # before: one pass per variant, one greedy run per ratio
+    before = [r for fv in variants for mv in ratios
+              for r in study(st_train, st_test, base, [fv], [mv], backbone=model, progress=False)]
+    t_before = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    after = study(st_train, st_test, base, variants, ratios, backbone=model, progress=False)
+    t_after = time.perf_counter() - t0
+    same = all(a[m] == b[m] for a, b in zip(before, after) for m in ("image_auroc", "pixel_auroc", "pro", "bank_patches"))
+    n_images = n_tr + n_te
+    print(f"\n[study] I.5's four 320 px feature rows x 3 coreset ratios, {n_tr} training + {n_te} test images:")
+    print(f"  before: {len(variants) * len(ratios)} calls, {2 * len(variants) * len(ratios)} backbone passes "
+          f"({len(variants) * len(ratios) * n_images} images), {len(variants) * len(ratios)} greedy runs: {t_before:.0f} s")
+    print(f"  after:  1 call, 2 backbone passes ({n_images} images), {len(variants)} greedy runs: {t_after:.0f} s "
+          f"({t_before / t_after:.1f}x); every row equal: {same}")
+    results["study"] = {"before_s": t_before, "after_s": t_after, "rows_equal": same}
 
     # -------------------------------------------------------------- memory
     print("\n[memory] peak RSS of fit (fresh process each):")

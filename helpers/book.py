@@ -8,8 +8,8 @@ Two steps, one execution path for the build and for the tests:
    cells, the mode, the ``helpers`` sources and the pins); a later build reuses it when the key is
    unchanged, so an interrupted full build resumes where it stopped, and an edit of prose or captions
    only is re-staged with the earlier outputs instead of executed again. The reproducibility appendix runs last and
-   reads the recorded times. Trained VAEs are shared between chapters through
-   :mod:`helpers.vae.cache` (``_build/executed/<mode>/.models``).
+   reads the recorded times. Trained VAEs and fitted PatchCore models are shared between chapters
+   through :mod:`helpers.vae.cache` and :mod:`helpers.patchcore.cache` (``_build/executed/<mode>/.models``).
 2. :func:`build` copies the book's pages and the executed notebooks into a staging tree and runs
    Jupyter Book 1 on it with execution off and Sphinx warnings as errors. The HTML lands in
    ``_build/html``.
@@ -38,7 +38,7 @@ LAST = ("appendix-reproducibility.ipynb",)   # reads the other chapters' executi
 # about half an hour on a 2-core machine with the full settings, more on a slower or busier one
 CELL_TIMEOUT = 4 * 3600
 TIMINGS = "timings.json"
-MODELS = ".models"                           # the trained-VAE cache of this build (helpers.vae.cache)
+MODELS = ".models"                           # the build's model cache (helpers.vae.cache, helpers.patchcore.cache)
 PAGES = ("book", "_toc.yml")                 # copied as they are into the staging tree
 
 

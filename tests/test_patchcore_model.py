@@ -71,7 +71,8 @@ def test_save_load_round_trip(tmp_path, fitted):
     # files written before eq. 7 searched its neighbours at predict time also hold "bank_neighbours"
     from safetensors.torch import load_file, save_file
     bank_file = tmp_path / "model" / "memory_bank.safetensors"
-    assert set(load_file(str(bank_file))) == {"bank"}
+    assert set(load_file(str(bank_file))) == {"bank", "coreset_index"}
+    assert torch.equal(loaded.coreset_index, fitted.coreset_index)
     save_file({"bank": fitted.bank, "bank_neighbours": fitted.scorer.knn(fitted.bank, k=fitted.config.k)[1]},
               str(bank_file))
     s3, _ = PatchCore.load(tmp_path / "model", backbone=toy_backbone()).predict(test)

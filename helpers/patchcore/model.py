@@ -99,7 +99,7 @@ class PatchCore:
         self.config.validate()
         self.preprocessor = Preprocessor(self.config.preprocess, self.config.image_size, self.config.resize)
         self.bank: torch.Tensor | None = None
-        self.coreset_index: torch.Tensor | None = None   # set by fit; not saved
+        self.coreset_index: torch.Tensor | None = None   # set by fit; saved beside the bank
         self.grid: tuple[int, int] | None = None
         self.channels: int | None = None
         self.fit_info: dict = {}
@@ -152,7 +152,13 @@ class PatchCore:
     @torch.no_grad()
     def _embed(self, x: torch.Tensor) -> torch.Tensor:
         """Normalised batch -> patch features ``[b, H*W, C]`` (grid stored in ``self.grid``)."""
-        emb = aggregate_features(self.extractor(x.to(self.device)), pool=self.config.pool)
+        return self.patches_from_maps(self.extractor(x.to(self.device)))
+
+    @torch.no_grad()
+    def patches_from_maps(self, maps: Sequence[torch.Tensor]) -> torch.Tensor:
+        """The hooked layers' maps (``config.layers``, shallow to deep) -> patch features ``[b, H*W, C]``.
+        One backbone pass can serve several models this way (see :func:`helpers.patchcore.evaluation.study`)."""
+        emb = aggregate_features(maps, pool=self.config.pool)
         grid = (int(emb.shape[2]), int(emb.shape[3]))
         if self.grid is not None and grid != self.grid:
             raise ValueError(f"patch grid {grid} differs from the fitted grid {self.grid}")
@@ -182,14 +188,48 @@ class PatchCore:
 
     # ------------------------------------------------------------------------------------ fit
     def fit(self, images) -> "PatchCore":
-        """Build the memory bank from defect-free ``images`` (arrays, paths or ``Sample`` objects)."""
+        """Build the memory bank from defect-free ``images`` (arrays, paths or ``Sample`` objects).
+
+        When ``VAD_MODEL_CACHE`` is set (book builds), an identical earlier fit is loaded instead
+        (:mod:`helpers.patchcore.cache`; ``fit_info["from_cache"]`` says so)."""
+        from . import cache
+
         self.grid = None
-        patches = self.extract(images, desc="fit: features", dtype=getattr(torch, self.config.fit_dtype), what="fit")
-        return self.fit_patches(patches)
+        arrays = self._arrays(images, "fit")
+        key = cache.fit_key(self.config, arrays, self.extractor.backbone) if cache.cache_dir() else None
+        if key is not None and cache.load_into(self, key):
+            return self
+        patches = self.extract(arrays, desc="fit: features", dtype=getattr(torch, self.config.fit_dtype), what="fit")
+        self.fit_patches(patches)
+        if key is not None:
+            cache.store(self, key)
+        return self
+
+    def _projection_dim(self, n_patches: int) -> int:
+        cfg = self.config
+        return cfg.projection_dim if cfg.projection_dim is not None else jl_min_dim(n_patches, cfg.eps)
 
     @torch.no_grad()
-    def fit_patches(self, patches: torch.Tensor) -> "PatchCore":
-        """Coreset-subsample precomputed patch features ``[n, P, C]`` or ``[N, C]`` into the memory bank."""
+    def coreset_selection(self, patches: torch.Tensor, n: int, clock: list | None = None
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first ``n`` greedy coreset choices among ``patches`` ``[N, C]`` (projected and started as
+        :meth:`fit_patches` does) and the coverage radius after each. Greedy choices are nested: the
+        first ``m`` of them are the coreset of size ``m``, so one run serves every smaller ratio.
+        ``clock`` (a list) receives the time after each choice (see :func:`greedy_coreset`)."""
+        cfg = self.config
+        flat = patches.reshape(-1, patches.shape[-1])
+        dim = self._projection_dim(flat.shape[0])
+        proj = project(flat, dim, seed=cfg.seed) if dim < flat.shape[1] else flat.float()
+        start = int(torch.randint(flat.shape[0], (1,), generator=torch.Generator().manual_seed(cfg.seed)))
+        return greedy_coreset(proj, n, start=start, progress=cfg.progress, radius_history=True, clock=clock)
+
+    @torch.no_grad()
+    def fit_patches(self, patches: torch.Tensor,
+                    selection: tuple[torch.Tensor, torch.Tensor] | None = None) -> "PatchCore":
+        """Coreset-subsample precomputed patch features ``[n, P, C]`` or ``[N, C]`` into the memory bank.
+
+        ``selection``: the output of :meth:`coreset_selection` for these patches, run for at least this
+        model's bank size (its prefix is used), to share one greedy run between coreset ratios."""
         cfg = self.config
         flat = patches.reshape(-1, patches.shape[-1])
         if flat.shape[0] == 0:
@@ -199,12 +239,14 @@ class PatchCore:
         if cfg.k > n_keep:
             raise ValueError(f"k={cfg.k} is larger than the memory bank ({n_keep} patches = {cfg.coreset_ratio} "
                              f"x {flat.shape[0]}): lower k, raise coreset_ratio or fit on more images")
-        dim = cfg.projection_dim if cfg.projection_dim is not None else jl_min_dim(flat.shape[0], cfg.eps)
+        dim = self._projection_dim(flat.shape[0])
         if n_keep < flat.shape[0]:
-            proj = project(flat, dim, seed=cfg.seed) if dim < flat.shape[1] else flat.float()
-            start = int(torch.randint(flat.shape[0], (1,), generator=torch.Generator().manual_seed(cfg.seed)))
-            idx, radius = greedy_coreset(proj, n_keep, start=start, progress=cfg.progress, return_radius=True)
-            del proj
+            if selection is None:
+                selection = self.coreset_selection(flat, n_keep)
+            elif len(selection[0]) < n_keep:
+                raise ValueError(f"the given coreset selection has {len(selection[0])} choices; this model "
+                                 f"keeps {n_keep}")
+            idx, radius = selection[0][:n_keep], float(selection[1][n_keep - 1])
         else:
             idx, radius = torch.arange(flat.shape[0]), 0.0
         self.bank = flat[idx].float()
@@ -289,7 +331,8 @@ class PatchCore:
 
     # ------------------------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> Path:
-        """Write ``path/config.json`` and ``path/memory_bank.safetensors`` (no pickle). Each file is
+        """Write ``path/config.json`` and ``path/memory_bank.safetensors`` (the bank and which training
+        patches it kept; no pickle). Each file is
         written under a temporary name and renamed into place, the bank first, so an interrupted save
         leaves the previous model (or none), never half a file."""
         from safetensors.torch import save_file
@@ -303,7 +346,10 @@ class PatchCore:
                 "channels": self.channels, "fit_info": self.fit_info}
         tmp_bank, tmp_cfg = path / f".memory_bank.{os.getpid()}.tmp", path / f".config.{os.getpid()}.tmp"
         try:
-            save_file({"bank": self.bank.contiguous()}, str(tmp_bank))
+            tensors = {"bank": self.bank.contiguous()}
+            if self.coreset_index is not None:
+                tensors["coreset_index"] = self.coreset_index.contiguous()
+            save_file(tensors, str(tmp_bank))
             tmp_cfg.write_text(json.dumps(meta, indent=2))
             os.replace(tmp_bank, path / "memory_bank.safetensors")
             os.replace(tmp_cfg, path / "config.json")
@@ -363,6 +409,8 @@ class PatchCore:
         if not torch.isfinite(bank).all():
             raise SavedModelError(f"{bank_file}: the memory bank holds NaN/inf values; {redo}")
         model.bank = bank.float()
+        index = tensors.get("coreset_index")
+        model.coreset_index = index if index is not None and index.shape == (bank.shape[0],) else None
         model.grid, model.channels = grid, channels
         model.fit_info = meta.get("fit_info", {})
         model._scorer = model._make_scorer()

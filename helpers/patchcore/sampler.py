@@ -11,6 +11,7 @@ the dimension is at least the Johnson-Lindenstrauss bound ``4 ln(n) / (eps^2/2 -
 from __future__ import annotations
 
 import math
+import time
 
 import torch
 from sklearn.random_projection import johnson_lindenstrauss_min_dim
@@ -53,7 +54,7 @@ def project(x: torch.Tensor, out_dim: int | None, seed: int = 0, batch: int = 81
 
 @torch.no_grad()
 def greedy_coreset(x: torch.Tensor, n: int, start: int = 0, progress: bool = True,
-                   return_radius: bool = False, radius_history: bool = False):
+                   return_radius: bool = False, radius_history: bool = False, clock: list | None = None):
     """Greedy k-center selection of ``n`` row indices of ``x``, starting from row ``start``.
 
     Each step is one matrix-vector product ``x @ c`` (squared distances via
@@ -62,7 +63,8 @@ def greedy_coreset(x: torch.Tensor, n: int, start: int = 0, progress: bool = Tru
     With ``return_radius=True`` also returns the coverage radius (largest distance from any row to its
     nearest selected row). With ``radius_history=True`` returns ``(indices, radii)`` where ``radii[i]`` is
     the coverage radius of the first ``i + 1`` selected rows (greedy selections are nested, so one run
-    gives the radius for every coreset size up to ``n``).
+    gives the radius for every coreset size up to ``n``). A list passed as ``clock`` receives the
+    ``time.perf_counter()`` after each step: the time a run of any smaller size would take.
     """
     from tqdm import tqdm
 
@@ -78,9 +80,9 @@ def greedy_coreset(x: torch.Tensor, n: int, start: int = 0, progress: bool = Tru
     radii = torch.empty(n, dtype=torch.float64) if radius_history else None
     steps = tqdm(range(n), desc="coreset", unit="pt", disable=not progress, mininterval=0.5)
     if x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64):
-        min_d = _greedy_steps_numpy(x, sq, start, steps, selected, radii)
+        min_d = _greedy_steps_numpy(x, sq, start, steps, selected, radii, clock)
     else:                                          # a GPU, or half precision
-        min_d = _greedy_steps_torch(x, sq, start, steps, selected, radii)
+        min_d = _greedy_steps_torch(x, sq, start, steps, selected, radii, clock)
     if radius_history:
         return selected, radii.sqrt()
     if return_radius:
@@ -89,7 +91,7 @@ def greedy_coreset(x: torch.Tensor, n: int, start: int = 0, progress: bool = Tru
 
 
 def _greedy_steps_torch(x: torch.Tensor, sq: torch.Tensor, start: int, steps, selected: torch.Tensor,
-                        radii: torch.Tensor | None) -> torch.Tensor:
+                        radii: torch.Tensor | None, clock: list | None = None) -> torch.Tensor:
     """The greedy loop in torch, on ``x``'s device (used on a GPU): the same steps as
     :func:`_greedy_steps_numpy`, in place so that no step allocates. Fills ``selected`` (and ``radii``)
     and returns each row's squared distance to its nearest selected row."""
@@ -107,11 +109,13 @@ def _greedy_steps_torch(x: torch.Tensor, sq: torch.Tensor, start: int, steps, se
         idx = int(torch.argmax(min_d))
         if radii is not None:
             radii[step] = float(min_d[idx])
+        if clock is not None:
+            clock.append(time.perf_counter())
     return min_d
 
 
 def _greedy_steps_numpy(x: torch.Tensor, sq: torch.Tensor, start: int, steps, selected: torch.Tensor,
-                        radii: torch.Tensor | None) -> torch.Tensor:
+                        radii: torch.Tensor | None, clock: list | None = None) -> torch.Tensor:
     """The greedy loop on the CPU, in NumPy on the tensors' memory (no copies): one ``x @ c`` through
     NumPy's BLAS (OpenBLAS) and a few in-place vector operations per step. The MKL that ships with
     torch runs this matrix-vector product about 3x slower on AMD processors, and alternating torch's
@@ -136,6 +140,8 @@ def _greedy_steps_numpy(x: torch.Tensor, sq: torch.Tensor, start: int, steps, se
         idx = int(np.argmax(min_d))
         if radii is not None:
             radii[step] = float(min_d[idx])
+        if clock is not None:
+            clock.append(time.perf_counter())
     return torch.from_numpy(min_d)
 
 
