@@ -2,16 +2,12 @@
 
 import numpy as np
 
+from helpers.vae.testing import toy_crops
 from helpers.vae import cache, crops, model, scoring
 
 
 def _crops(seed=0, n=256):
-    rng = np.random.default_rng(seed)
-    x = np.zeros((12, 28, 28), np.float32)
-    for k in range(12):
-        c = rng.integers(8, 18)
-        x[k, 4:24, c:c + 3] = 1.0
-    return crops.sample_crops(x[..., None], n, seed=seed)
+    return toy_crops(seed, n)
 
 
 def test_no_cache_without_the_variable(monkeypatch, tmp_path):

@@ -3,16 +3,12 @@
 import numpy as np
 import pytest
 
-from helpers.vae import cache, crops, model, scoring, workers
+from helpers.vae.testing import toy_crops
+from helpers.vae import cache, model, scoring, workers
 
 
 def _crops(seed=0, n=192):
-    rng = np.random.default_rng(seed)
-    x = np.zeros((10, 28, 28), np.float32)
-    for k in range(10):
-        c = rng.integers(8, 18)
-        x[k, 4:24, c:c + 3] = 1.0
-    return crops.sample_crops(x[..., None], n, seed=seed)
+    return toy_crops(seed, n)
 
 
 def _weights(result):
