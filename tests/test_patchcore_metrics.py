@@ -89,3 +89,22 @@ def test_thresholds_and_normalisation():
     assert r == {"misses_per_100_defective": pytest.approx(100 / 3), "false_alarms_per_100_good": 0.0}
     z = M.normalise_scores([50.0, 99.0], good, 99)
     assert np.allclose(z, [0.0, 1.0])                   # (50 - 50) / 49, (99 - 50) / 49: ~exact
+
+
+def test_pixel_metrics_sort_once_and_match_the_rank_sum_exactly():
+    """The grouped (sort-once) pixel AUROC is integer arithmetic: the same bits as the rank-sum AUROC."""
+    rng = np.random.default_rng(4)
+    masks = [rng.random((9, 13)) < 0.2 for _ in range(5)]
+    maps = [np.round(rng.random((9, 13)) * 8) / 8 + 0.2 * m for m in masks]   # many ties
+    flat_y = np.concatenate([m.ravel() for m in masks])
+    flat_s = np.concatenate([a.ravel() for a in maps]).astype(np.float32)
+    assert M.pixel_auroc(masks, maps) == M.auroc(flat_y, flat_s)
+    auc, pro = M.pixel_metrics(masks, maps, max_fpr=0.3)
+    assert auc == M.pixel_auroc(masks, maps) and pro == M.pro_score(masks, maps)
+    fpr, curve = M.pro_curve(masks, maps)
+    assert fpr[0] == 0 and fpr[-1] == 1 and curve[-1] == pytest.approx(1.0)   # every region fully covered
+    assert len(fpr) == len(np.unique(flat_s)) + 1                          # one point per distinct score
+    bad = [a.copy() for a in maps]
+    bad[2][0, 0] = np.nan
+    with pytest.raises(ValueError, match="1 of 585 pixel scores are NaN"):
+        M.pixel_metrics(masks, bad)

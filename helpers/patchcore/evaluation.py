@@ -28,8 +28,7 @@ def evaluate(scores: np.ndarray, maps: Sequence[np.ndarray], masks: Sequence[np.
     y = ~good
     out = {"image_auroc": M.auroc(y, scores)}
     if pixel:
-        out["pixel_auroc"] = M.pixel_auroc(masks, maps)
-        out["pro"] = M.pro_score(masks, maps)
+        out["pixel_auroc"], out["pro"] = M.pixel_metrics(masks, maps)
     if per_type:
         out["per_type"] = {}
         for t in sorted(set(types[y])):
@@ -38,8 +37,7 @@ def evaluate(scores: np.ndarray, maps: Sequence[np.ndarray], masks: Sequence[np.
             if pixel:
                 mk, mp = [masks[i] for i in sel], [maps[i] for i in sel]
                 if any(m.any() for m in mk):
-                    row["pixel_auroc"] = M.pixel_auroc(mk, mp)
-                    row["pro"] = M.pro_score(mk, mp)
+                    row["pixel_auroc"], row["pro"] = M.pixel_metrics(mk, mp)
             out["per_type"][t] = row
     return out
 

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import torch
 
+from .features import check_finite
+
 
 @lru_cache(maxsize=1)
 def cpu_has_native_bf16() -> bool:
@@ -135,9 +137,7 @@ class NearestNeighbourScorer:
         if queries.ndim != 2 or queries.shape[1] != self.bank.shape[1]:
             raise ValueError(f"queries must be [q, {self.bank.shape[1]}], got shape {tuple(queries.shape)}")
         queries = queries.float()
-        if not torch.isfinite(queries).all():
-            raise ValueError("query patches contain NaN/inf values: check the input images and the "
-                             "backbone weights")
+        check_finite(queries, what="query patches")   # one cheap sum per chunk; no full-size mask
         return queries
 
     def _buffer(self, width: int, chunk: int) -> torch.Tensor:
