@@ -212,7 +212,7 @@ def train_vae(crops: np.ndarray, epochs: int = 10, batch_size: int = 128, seed: 
     """Build and train a VAE on ``crops`` (N, 8, 8, 1) in [0, 1]; deterministic given ``seed``.
 
     The loop is :func:`fit_vae`. It runs in a worker process with one TensorFlow thread
-    (:mod:`helpers.vae.workers`, about twice as fast as two threads for this small model, and the same
+    (:mod:`helpers.vae.workers`: for this small model as fast as two threads or faster, and the same
     numbers on any number of cores); ``workers=0`` (or ``VAD_TRAIN_WORKERS=0``) trains in this process
     instead. To train several models at once, pass them all to
     :func:`helpers.vae.workers.train_many`. When ``VAD_MODEL_CACHE`` is set, an identical earlier run

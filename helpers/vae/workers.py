@@ -1,10 +1,12 @@
 """Train VAEs in worker processes, one TensorFlow thread each, several at a time.
 
 The article's VAE is tiny (about 60 MFLOP per step of 128 crops), so a training step costs the
-framework's per-operation overhead, not arithmetic, and TensorFlow's second thread only adds
-synchronisation: one thread trains an epoch in about half the time of two (``benchmarks/vae_bench.py``
-measures both). The seeds, pairs and settings of an ablation are independent, so
-:func:`train_many` trains them side by side, one worker process per core, each with one thread.
+framework's per-operation overhead, not arithmetic, and TensorFlow's second thread buys nothing: one
+thread trains an epoch as fast as two or faster (measured on the book's 2-core build machine: 5.3 s per
+epoch of 100,000 crops with one thread, 5.5 to 10.3 s with two, varying from run to run;
+``benchmarks/vae_bench.py`` measures both). The seeds, pairs and settings of an ablation are
+independent, so :func:`train_many` trains them side by side, one worker process per core, each with one
+thread: about 1.7 times the models per hour on that machine.
 
 One thread also makes a training's numbers independent of the machine's core count (TensorFlow splits
 its reductions by thread). A worker hands its model back through :mod:`helpers.vae.cache` files
