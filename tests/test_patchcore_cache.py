@@ -48,3 +48,32 @@ def test_damaged_entry_is_fitted_again(monkeypatch, tmp_path):
         model = PatchCore(toy_backbone(), **toy_settings()).fit(train)
     assert "from_cache" not in model.fit_info
     assert PatchCore(toy_backbone(), **toy_settings()).fit(train).fit_info.get("from_cache")
+
+
+def test_image_scores_are_reused_for_the_same_model_and_images(monkeypatch, tmp_path):
+    monkeypatch.setenv(cache.ENV, str(tmp_path))
+    train, test, other = toy_images(3), toy_images(2, seed=9), toy_images(2, seed=10)
+    first = PatchCore(toy_backbone(), **toy_settings()).fit(train)
+    scores, _ = first.predict(test)
+    assert len(list(tmp_path.glob("patchcore-scores-*.npy"))) == 1
+    again = PatchCore(toy_backbone(), **toy_settings()).fit(train)           # from the fit cache
+    def no_predict(self, images):
+        raise AssertionError("predict must not run: the scores are cached")
+
+    monkeypatch.setattr(PatchCore, "predict", no_predict)
+    np.testing.assert_array_equal(again.score_images(test), scores)       # the same bits, no predict
+    monkeypatch.undo()
+    monkeypatch.setenv(cache.ENV, str(tmp_path))
+    fresh = PatchCore(toy_backbone(), **toy_settings()).fit(train)
+    np.testing.assert_array_equal(fresh.score_images(other), fresh.predict(other)[0])   # other images: computed
+    # a bank fitted from patches has no key: never cached, never reused
+    manual = PatchCore(toy_backbone(), **toy_settings())
+    manual.fit_patches(manual.extract(train))
+    before = set(tmp_path.glob("patchcore-scores-*.npy"))
+    manual.predict(test)
+    assert set(tmp_path.glob("patchcore-scores-*.npy")) == before
+    # a damaged entry is reported, removed and computed again
+    for path in before:
+        path.write_bytes(b"not an array")
+    with pytest.warns(RuntimeWarning, match="cached scores .* damaged"):
+        np.testing.assert_array_equal(fresh.score_images(test), scores)

@@ -26,7 +26,7 @@ import numpy as np
 
 from helpers.vae.cache import ENV, cache_dir  # one variable and one folder for all of the book's models
 
-__all__ = ["ENV", "cache_dir", "fit_key", "load_into", "store"]
+__all__ = ["ENV", "cache_dir", "fit_key", "load_into", "store", "scores_key", "store_scores", "load_scores"]
 
 
 def _backbone_digest(backbone) -> str:
@@ -88,3 +88,49 @@ def store(model, key: str) -> Path | None:
     if path is None:
         return None
     return model.save(path)
+
+
+def scores_key(fit_key: str, batch_size: int, arrays: Sequence[np.ndarray]) -> str:
+    """A hex key for one model's image scores on some images: the fit's key, the batch size (batches
+    group the nearest-neighbour search) and the images' pixels."""
+    h = hashlib.sha256(f"{fit_key}|{batch_size}".encode())
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.shape}|{a.dtype}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()[:32]
+
+
+def _scores_path(key: str) -> Path | None:
+    folder = cache_dir()
+    return None if folder is None else folder / f"patchcore-scores-{key}.npy"
+
+
+def store_scores(key: str, scores: np.ndarray) -> Path | None:
+    """Save image scores under ``key`` (a plain ``.npy``, no pickle, renamed into place); ``None`` when
+    caching is off."""
+    path = _scores_path(key)
+    if path is None:
+        return None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npy")
+    np.save(tmp, np.asarray(scores, np.float64), allow_pickle=False)
+    tmp.replace(path)
+    return path
+
+
+def load_scores(key: str, n: int) -> np.ndarray | None:
+    """The scores stored under ``key`` (``n`` of them), or ``None``; a damaged entry is reported and removed."""
+    path = _scores_path(key)
+    if path is None or not path.is_file():
+        return None
+    try:
+        scores = np.load(path, allow_pickle=False)
+        if scores.shape != (n,) or scores.dtype != np.float64:
+            raise ValueError(f"holds {scores.shape} {scores.dtype}, expected ({n},) float64")
+    except (ValueError, OSError) as err:
+        warnings.warn(f"the cached scores {path} are damaged ({err}); they are removed and computed again",
+                      RuntimeWarning, stacklevel=3)
+        path.unlink(missing_ok=True)
+        return None
+    return scores

@@ -97,7 +97,9 @@ def study(train, test, base: dict, feature_variants: Sequence[dict], model_varia
                 feats: dict[int, torch.Tensor] = {}
                 row = 0
                 t0 = time.perf_counter()
-                bar = tqdm(list(first._batches(arrays)), desc=f"train features, {mode} {size} px", disable=not progress)
+                n_batches = -(-len(arrays) // first.config.batch_size)      # streamed: one batch in memory at a time
+                bar = tqdm(first._batches(arrays), total=n_batches, desc=f"train features, {mode} {size} px",
+                           disable=not progress)
                 for x in bar:
                     maps = maps_of(x)
                     for pos in members:

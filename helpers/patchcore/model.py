@@ -198,11 +198,13 @@ class PatchCore:
         arrays = self._arrays(images, "fit")
         key = cache.fit_key(self.config, arrays, self.extractor.backbone) if cache.cache_dir() else None
         if key is not None and cache.load_into(self, key):
+            self._fit_key = key                  # also names this model's cached image scores
             return self
         patches = self.extract(arrays, desc="fit: features", dtype=getattr(torch, self.config.fit_dtype), what="fit")
         self.fit_patches(patches)
         if key is not None:
             cache.store(self, key)
+        self._fit_key = key
         return self
 
     def _projection_dim(self, n_patches: int) -> int:
@@ -231,6 +233,7 @@ class PatchCore:
         ``selection``: the output of :meth:`coreset_selection` for these patches, run for at least this
         model's bank size (its prefix is used), to share one greedy run between coreset ratios."""
         cfg = self.config
+        self._fit_key = None                     # a bank from patches: no cache entry names it
         flat = patches.reshape(-1, patches.shape[-1])
         if flat.shape[0] == 0:
             raise ValueError("fit: no patch features (empty input)")
@@ -322,7 +325,33 @@ class PatchCore:
                 scores.append(s)
                 maps.extend(m)
                 bar.update(len(chunk))
-        return np.concatenate(scores), maps
+        scores = np.concatenate(scores)
+        key = self._scores_key(arrays)
+        if key is not None:
+            from . import cache
+
+            cache.store_scores(key, scores)
+        return scores, maps
+
+    def score_images(self, images) -> np.ndarray:
+        """The image scores of :meth:`predict` without the maps. In a book build
+        (``VAD_MODEL_CACHE`` set) a model fitted through the cache reuses the scores of an earlier
+        ``predict`` of the same model on the same images (I.6 scores I.5's test images)."""
+        from . import cache
+
+        self._check_fitted()
+        arrays = self._arrays(images, "score_images")
+        key = self._scores_key(arrays)
+        cached = cache.load_scores(key, len(arrays)) if key is not None else None
+        return cached if cached is not None else self.predict(arrays)[0]
+
+    def _scores_key(self, arrays) -> str | None:
+        fit_key = getattr(self, "_fit_key", None)
+        if fit_key is None:
+            return None
+        from . import cache
+
+        return cache.scores_key(fit_key, self.config.batch_size, arrays)
 
     def mask_for(self, mask: np.ndarray, image: np.ndarray | None = None) -> np.ndarray:
         """Bring a ground-truth mask into the frame of this model's anomaly maps (checks its size)."""

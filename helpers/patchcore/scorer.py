@@ -203,17 +203,18 @@ class NearestNeighbourScorer:
         index = torch.empty((queries.shape[0], k), dtype=torch.long)
         buffer = self._buffer(m, chunk)
         rows = self._rows_per_batch()
+        ranking = None if m == n else torch.empty(min(rows, queries.shape[0]), n, dtype=self.bank.dtype,
+                                                  device=self.bank.device)
         for i in range(0, queries.shape[0], rows):
             q = queries[i:i + rows]
             if m == n:                                   # a bank this small is re-ranked whole
                 cand = torch.arange(n).expand(q.shape[0], n)
                 v, j = self._rerank(q, cand, k, buffer, chunk)
-            else:
-                d2 = torch.addmm(self.bank_sq[None, :], q, self.bank.T, alpha=-2)
+            else:                                        # one ranking matrix for all batches (see nearest)
+                d2 = torch.addmm(self.bank_sq[None, :], q, self.bank.T, alpha=-2, out=ranking[:q.shape[0]])
                 q_sq = (q * q).sum(1)
                 d2 += q_sq[:, None]
                 g, cand = torch.topk(d2, m, dim=1, largest=False, sorted=False)
-                del d2
                 v, j = self._rerank(q, cand, k, buffer, chunk)
                 err = 2 * slack * (q_sq.sqrt() * (1 + slack) + bank_norm) ** 2
                 unsure = (g.max(1).values - err <= v[:, -1] * (1 + 2 * slack)).nonzero()[:, 0]
@@ -242,10 +243,14 @@ class NearestNeighbourScorer:
         index = torch.empty(queries.shape[0], dtype=torch.long)
         rows = self._rows_per_batch()
         buffer = self._buffer(self.candidates, chunk)
+        # one [rows, n] ranking matrix for every batch of this call: a fresh one per batch (256 MB for a
+        # 100% bank) costs as much in page faults as the product itself
+        ranking = torch.empty(min(rows, queries.shape[0]), len(self), dtype=idx["bank_t"].dtype,
+                              device=self.bank.device)
         for i in range(0, queries.shape[0], rows):
             q = queries[i:i + rows]
             p = torch.addmm(idx["shift"], q.to(idx["basis"].dtype), idx["basis"])      # (q - mean) @ basis
-            approx = torch.addmm(idx["bank_sq"], p, idx["bank_t"])
+            approx = torch.addmm(idx["bank_sq"], p, idx["bank_t"], out=ranking[:q.shape[0]])
             cand = torch.topk(approx, self.candidates, dim=1, largest=False, sorted=False).indices
             v, j = self._rerank(q, cand, 1, buffer, chunk)
             dist[i:i + q.shape[0]] = v[:, 0].sqrt_()
