@@ -94,23 +94,71 @@ class Sample:
 
 @dataclass
 class Split:
-    """A data set split into defect-free training images and good / defective test images."""
+    """A data set split into defect-free training images, good / defective test images and, when
+    asked for (:func:`with_validation`), good / defective validation images for every choice of
+    settings or thresholds, so that the test images play no part in any choice."""
 
     name: str
     train: list[Sample]
     good_test: list[Sample]
     defect_test: list[Sample]
     info: dict = field(default_factory=dict)
+    good_validation: list[Sample] = field(default_factory=list)
+    defect_validation: list[Sample] = field(default_factory=list)
 
     @property
     def test(self) -> list[Sample]:
         return self.good_test + self.defect_test
 
+    @property
+    def validation(self) -> list[Sample]:
+        return self.good_validation + self.defect_validation
+
     def counts(self) -> dict[str, int]:
         out = {"train": len(self.train), "good_test": len(self.good_test)}
         for s in self.defect_test:
             out[s.defect_type] = out.get(s.defect_type, 0) + 1
+        if self.good_validation or self.defect_validation:
+            out["good_validation"] = len(self.good_validation)
+            for s in self.defect_validation:
+                key = f"{s.defect_type}_validation"
+                out[key] = out.get(key, 0) + 1
         return out
+
+
+def with_validation(split: Split, fraction: float, seed: int = 0) -> Split:
+    """``split`` with a validation set carved out: ``round(fraction * n)`` of the ``n`` training
+    (defect-free) images become good validation images, and as many as ``round(fraction * n_t)``
+    of each defect type's ``n_t`` test images become defective validation images (at least one per
+    type while the type keeps a test image). Drawn with ``seed``; every list stays in file order.
+
+    The good test images are left as they were, so a chapter that uses no validation set sees the
+    same good test images as one that does.
+    """
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"validation_fraction must be in [0, 1), got {fraction}: it is the share of the "
+                         "training images and of each defect type's test images kept for choosing settings")
+    if split.good_validation or split.defect_validation:
+        raise ValueError(f"split {split.name!r} already has a validation set")
+    if fraction == 0.0:
+        return split
+    rng = np.random.default_rng([seed, 1])           # apart from the stream that drew the good test images
+    n_val = int(round(fraction * len(split.train)))
+    if n_val >= len(split.train):
+        raise ValueError(f"validation_fraction {fraction} leaves no training image of {len(split.train)}")
+    pick = set(rng.permutation(len(split.train))[:n_val].tolist())
+    train = [s for i, s in enumerate(split.train) if i not in pick]
+    good_val = [s for i, s in enumerate(split.train) if i in pick]
+    defect_test, defect_val = [], []
+    for t in dict.fromkeys(s.defect_type for s in split.defect_test):
+        of_type = [s for s in split.defect_test if s.defect_type == t]
+        n = min(max(1, int(round(fraction * len(of_type)))), len(of_type) - 1)
+        chosen = set(rng.permutation(len(of_type))[:n].tolist())
+        defect_val += [s for i, s in enumerate(of_type) if i in chosen]
+        defect_test += [s for i, s in enumerate(of_type) if i not in chosen]
+    return Split(split.name, train, list(split.good_test), defect_test,
+                 info={**split.info, "validation_fraction": fraction},
+                 good_validation=good_val, defect_validation=defect_val)
 
 
 GREY_MODES = ("L", "LA", "1", "I;16", "I;16B", "I;16L", "I", "F")
@@ -217,12 +265,14 @@ def _magnetic_tile_folder(root: str | Path | None) -> Path:
 
 def load_magnetic_tile(seed: int = 0, good_test_fraction: float = 0.4,
                        root: str | Path | None = None,
-                       types: tuple[str, ...] = MAGNETIC_TILE_TYPES) -> Split:
+                       types: tuple[str, ...] = MAGNETIC_TILE_TYPES,
+                       validation_fraction: float = 0.0) -> Split:
     """The Magnetic Tile Defect set (Huang et al. 2020) in its native ``MT_<Type>/Imgs`` layout.
 
     Defect-free (``MT_Free``) images are split with ``seed``: ``good_test_fraction`` of them are
     held back as good test images, the rest form the training pool. Every defect image of
-    ``types`` is a test anomaly, with its binary mask.
+    ``types`` is a test anomaly, with its binary mask. ``validation_fraction`` > 0 carves a
+    validation set out of the training pool and of each defect type (:func:`with_validation`).
     """
     if not 0.0 < good_test_fraction < 1.0:
         raise ValueError(f"good_test_fraction must be in (0, 1), got {good_test_fraction}")
@@ -247,8 +297,9 @@ def load_magnetic_tile(seed: int = 0, good_test_fraction: float = 0.4,
     good_test = [free[i] for i in sorted(order[:n_test])]
     train = [free[i] for i in sorted(order[n_test:])]
     defects = [s for t in types for s in load_type(t)]
-    return Split("magnetic-tile", train, good_test, defects,
-                 info={"seed": seed, "good_test_fraction": good_test_fraction, "root": str(folder)})
+    split = Split("magnetic-tile", train, good_test, defects,
+                  info={"seed": seed, "good_test_fraction": good_test_fraction, "root": str(folder)})
+    return with_validation(split, validation_fraction, seed)
 
 
 def image_files(folder: Path) -> list[Path]:
@@ -265,13 +316,17 @@ def _mvtec_images(folder: Path) -> list[Path]:
     return files
 
 
-def load_mvtec(category: str, root: str | Path | None = None) -> Split:
+def load_mvtec(category: str, root: str | Path | None = None, validation_fraction: float = 0.0,
+               seed: int = 0) -> Split:
     """One MVTec AD category (Bergmann et al. 2019) in its standard layout, RGB images.
 
     ``root`` is a folder holding ``<category>/train/good``, ``<category>/test/<defect>`` and
     ``<category>/ground_truth/<defect>/<name>_mask.png``; by default the asset is located (and
-    downloaded on demand when online).
+    downloaded on demand when online). ``validation_fraction`` > 0 carves a validation set out of
+    ``train/good`` and of each defect type (:func:`with_validation`, drawn with ``seed``).
     """
+    if not 0.0 <= validation_fraction < 1.0:
+        raise ValueError(f"validation_fraction must be in [0, 1), got {validation_fraction}")
     if category not in assets.MVTEC_CATEGORIES:
         raise ValueError(f"unknown MVTec AD category {category!r}; choose from {assets.MVTEC_CATEGORIES}")
     base = Path(root) if root is not None else assets.locate("mvtec-ad", subfolder=category)
@@ -298,4 +353,5 @@ def load_mvtec(category: str, root: str | Path | None = None) -> Split:
             defects.append(Sample(p, image, read_mask(mask_path, image.shape[:2]), defect_dir.name))
     if not defects:
         raise assets.AssetLayoutError(f"{folder}/test holds no defect folders")
-    return Split(f"mvtec-{category}", train, good, defects, info={"root": str(folder)})
+    split = Split(f"mvtec-{category}", train, good, defects, info={"root": str(folder)})
+    return with_validation(split, validation_fraction, seed)

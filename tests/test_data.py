@@ -102,6 +102,37 @@ def test_real_magnetic_tile_counts():
     assert split.counts() == {"train": 571, "good_test": 381, "Blowhole": 115, "Break": 85,
                               "Crack": 57, "Fray": 32, "Uneven": 103}
     assert all(s.image.ndim == 2 and s.image.shape == s.mask.shape for s in split.test)
+    held = data.load_magnetic_tile(seed=0, validation_fraction=0.25)   # the split of chapters I.5 and I.6
+    assert held.counts() == {"train": 428, "good_test": 381, "Blowhole": 86, "Break": 64, "Crack": 43,
+                             "Fray": 24, "Uneven": 77, "good_validation": 143, "Blowhole_validation": 29,
+                             "Break_validation": 21, "Crack_validation": 14, "Fray_validation": 8,
+                             "Uneven_validation": 26}
+
+
+def test_validation_split_is_disjoint_stratified_and_seeded(tmp_path):
+    _write_tile_tree(tmp_path)
+    plain = data.load_magnetic_tile(seed=0, root=tmp_path)
+    split = data.load_magnetic_tile(seed=0, root=tmp_path, validation_fraction=0.3)
+    names = lambda samples: [s.path.parent.parent.name + "/" + s.path.name for s in samples]
+    # the good test images are those of the split without validation; nothing is lost or duplicated
+    assert names(split.good_test) == names(plain.good_test)
+    assert sorted(names(split.train + split.good_validation)) == sorted(names(plain.train))
+    assert sorted(names(split.defect_test + split.defect_validation)) == sorted(names(plain.defect_test))
+    assert not set(names(split.validation)) & set(names(split.test + split.train))
+    assert len(split.good_validation) == round(0.3 * len(plain.train))
+    for t in data.MAGNETIC_TILE_TYPES:                   # every type in both, in proportion
+        n = sum(s.defect_type == t for s in plain.defect_test)
+        assert sum(s.defect_type == t for s in split.defect_validation) == min(max(1, round(0.3 * n)), n - 1)
+        assert any(s.defect_type == t for s in split.defect_test)
+    again = data.load_magnetic_tile(seed=0, root=tmp_path, validation_fraction=0.3)
+    other = data.load_magnetic_tile(seed=1, root=tmp_path, validation_fraction=0.3)
+    assert names(again.validation) == names(split.validation) != names(other.validation)
+    assert split.counts()["good_validation"] == len(split.good_validation)
+    with pytest.raises(ValueError, match="validation_fraction must be in"):
+        data.load_magnetic_tile(root=tmp_path, validation_fraction=1.0)
+    with pytest.raises(ValueError, match="already has a validation set"):
+        data.with_validation(split, 0.2)
+    assert data.with_validation(plain, 0.0) is plain
 
 
 def _write_mvtec_tree(root, category="bottle", with_masks=True):
@@ -124,6 +155,9 @@ def test_mvtec_layout(tmp_path):
     assert split.counts() == {"train": 3, "good_test": 3, "broken_large": 3}
     assert split.train[0].image.shape == (16, 16, 3)
     assert all(s.mask.sum() == 9 for s in split.defect_test)
+    held = data.load_mvtec("bottle", root=tmp_path, validation_fraction=0.34)
+    assert held.counts() == {"train": 2, "good_test": 3, "broken_large": 2, "good_validation": 1,
+                             "broken_large_validation": 1}
     with pytest.raises(ValueError, match="unknown MVTec AD category"):
         data.load_mvtec("bottles", root=tmp_path)
     with pytest.raises(assets.AssetLayoutError, match="train/good"):
