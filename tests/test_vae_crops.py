@@ -49,3 +49,40 @@ def test_dequantise_keeps_levels_apart():
     d = crops.dequantise(x, seed=0)
     assert d.min() >= 0 and d.max() <= 1
     assert np.all(np.floor(d * 256) == np.round(x * 255))
+
+
+def test_bin_centre_is_the_mean_of_the_dequantisation_noise():
+    x = crops.to_unit(np.array([[0, 1, 128, 254, 255]], dtype=np.uint8).reshape(1, 1, 5))
+    c = crops.bin_centre(x)
+    assert np.array_equal(c, ((np.round(x * 255) + 0.5) / 256).astype(np.float32))
+    assert c.min() == np.float32(0.5 / 256) and c.max() == np.float32(255.5 / 256)
+    draws = np.stack([crops.dequantise(x, seed=[0, i]) for i in range(4000)])
+    # the mean of 4000 uniform draws on a bin of width 1/256: sd 1/(256 sqrt(12 * 4000)) = 1.8e-5; 5 sd
+    assert np.abs(draws.mean(axis=0) - c).max() < 5 * (1 / 256) / np.sqrt(12 * 4000)
+    assert not np.array_equal(draws[0], draws[1]), "each seed must draw its own noise"
+
+
+def test_fit_vae_redraws_the_noise_every_epoch(monkeypatch):
+    from helpers.vae import model as vmodel
+
+    seen = []
+
+    class Recorder:
+        def fit(self, x, **_kw):
+            seen.append(np.array(x))
+            return type("H", (), {"history": {"loss": [0.0]}})()
+
+    probes = []
+    monkeypatch.setattr(vmodel, "probe_terms", lambda _m, x: probes.append(np.array(x)) or {})
+    clean = crops.to_unit(np.random.default_rng(1).integers(0, 256, (32, 8, 8), dtype=np.uint8))
+    vmodel.fit_vae(Recorder(), clean, epochs=2, batch_size=8, seed=3, probe=4, dequantise=True)
+    rng = np.random.default_rng(3)
+    for epoch, x in enumerate(seen):                       # same shuffle as without noise, noise of its own
+        o = rng.permutation(32)
+        assert np.array_equal(np.floor(x * 256), np.round(clean[o] * 255)), "noise left the pixel's bin"
+        assert np.array_equal(x, crops.dequantise(clean, seed=[3, epoch])[o])
+    assert not np.array_equal(np.sort(seen[0], axis=None), np.sort(seen[1], axis=None)), "noise frozen across epochs"
+    assert all(np.array_equal(p, crops.bin_centre(clean[:4])) for p in probes), "probe must use the bins' centres"
+    seen.clear()
+    vmodel.fit_vae(Recorder(), clean, epochs=1, batch_size=8, seed=3, probe=4)
+    assert np.array_equal(seen[0], clean[np.random.default_rng(3).permutation(32)]), "clean training changed"

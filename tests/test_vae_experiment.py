@@ -53,3 +53,57 @@ def test_run_ablation_rows_table_and_models():
     assert len(summary[("toy", "M", "max")]["values"]) == 2
     text = experiment.table(rows)
     assert "M only (new)" in text and len(text.splitlines()) == 1 + 3 * 2
+
+
+def test_dequantised_arm_trains_with_fresh_noise_and_scores_bin_centres(monkeypatch):
+    from helpers.vae import crops, workers
+    from helpers.vae.model import TrainResult
+
+    jobs_seen, scored = [], []
+
+    def fake_train_many(jobs, **_kw):
+        jobs_seen.extend(jobs)
+        return [TrainResult(model=None, history={"loss": [0.0], "seconds": [], "median_sigma2": [1.0]})
+                for _ in jobs]
+
+    def fake_evaluate(_model, normal, anomaly, scores, hows):
+        scored.append((normal, anomaly))
+        return [{"score": "M", "image": "max", "auroc": 0.5}]
+
+    monkeypatch.setattr(workers, "train_many", fake_train_many)
+    monkeypatch.setattr(experiment, "evaluate", fake_evaluate)
+    normal, anomaly = _bars(3, 1), _bars(3, 2, vertical=False)
+    arms = [dict(train_images=_bars(4, 0), normal=normal, anomaly=anomaly, tag=t, **extra)
+            for t, extra in (("clean", {}), ("dequantised", {"dequantise": True}))]
+    experiment.run_ablations(arms, n_crops=16, epochs=1, batch_size=8, seeds=[0], progress=False)
+    clean_job, deq_job = jobs_seen
+    # the crops handed to training are clean in both arms: the dequantised job redraws its noise per epoch
+    assert np.array_equal(clean_job["crops"], deq_job["crops"])
+    assert deq_job.get("dequantise") is True and "dequantise" not in clean_job
+    assert np.array_equal(scored[0][0], normal) and np.array_equal(scored[1][0], crops.bin_centre(normal))
+    assert np.array_equal(scored[1][1], crops.bin_centre(anomaly))
+
+
+def test_compare_is_a_paired_t_test_and_verdicts_follow_it():
+    from scipy import stats
+
+    def rows_of(tag, m, full):
+        return [{"tag": tag, "seed": s, "score": sc, "image": "max", "auroc": v}
+                for sc, vals in (("M", m), ("full", full)) for s, v in zip((2, 0, 1), vals)]
+
+    rows = rows_of("clear", [0.80, 0.82, 0.81], [0.70, 0.71, 0.72]) + rows_of("noisy", [0.9, 0.6, 0.8], [0.7, 0.8, 0.7])
+    c = experiment.compare(rows, "clear", "M", "full", "max")
+    assert c["seeds"] == [0, 1, 2] and np.allclose(c["diffs"], [0.11, 0.09, 0.10])   # paired by seed
+    t = stats.ttest_rel([0.82, 0.81, 0.80], [0.71, 0.72, 0.70])
+    assert c["t_crit"] == pytest.approx(4.302652729911275)
+    assert c["clear"] == (t.pvalue < 0.05) and c["clear"] and c["verdict"] == "M better"
+    n = experiment.compare(rows, "noisy", "M", "full", "max")
+    assert n["verdict"] == "M better" and not n["clear"] and stats.ttest_rel([0.6, 0.8, 0.9], [0.8, 0.7, 0.7]).pvalue > 0.05
+    tie = experiment.compare(rows_of("tie", [0.7, 0.7, 0.704], [0.7, 0.7, 0.7]), "tie", "M", "full", "max")
+    assert tie["verdict"] == "tie"
+    text = experiment.verdict_table(rows, ["clear", "noisy"], hows=("max",))
+    assert "M only better, clear" in text and "M only better, within seed noise" in text and len(text.splitlines()) == 4
+    one = experiment.compare(rows_of("one", [0.8], [0.7])[:1] + rows_of("one", [0.8], [0.7])[1:2], "one", "M", "full", "max")
+    assert one["verdict"] == "M better" and not one["clear"] and np.isnan(one["sd"])
+    with pytest.raises(ValueError, match="no rows for setting 'absent'"):
+        experiment.compare(rows, "absent", "M", "full", "max")

@@ -80,6 +80,8 @@ def test_worker_count_and_bad_settings(monkeypatch):
         workers.train_many([dict(epochs=1)], progress=False)
     with pytest.raises(ValueError, match="epochs must be a positive integer"):
         workers.train_many([dict(crops=_crops(), epochs=0)], progress=False)
+    with pytest.raises(ValueError, match="dequantise must be True or False"):
+        workers.train_many([dict(crops=_crops(), epochs=1, dequantise="yes")], progress=False)
     with pytest.raises(ValueError, match="unknown loss term"):
         workers.train_many([dict(crops=_crops(), epochs=1, terms="X")], progress=False)
     assert workers.train_many([], progress=False) == []

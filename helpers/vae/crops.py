@@ -79,12 +79,20 @@ def sample_crops(x: np.ndarray, number: int, seed: int, height: int = 8, width: 
     return out
 
 
-def dequantise(x: np.ndarray, seed: int, levels: int = 256) -> np.ndarray:
+def dequantise(x: np.ndarray, seed, levels: int = 256) -> np.ndarray:
     """Uniform dequantisation: ``(255 x + u) / levels`` with ``u ~ U(0, 1)``, kept in [0, 1].
 
     Turns the 256 pixel levels into a continuous density, so a Gaussian likelihood can no longer
-    grow without bound by shrinking sigma^2 on exactly-constant (black) pixels.
+    grow without bound by shrinking sigma^2 on exactly-constant (black) pixels. ``seed`` is anything
+    ``np.random.default_rng`` takes (training redraws the noise each epoch with ``[seed, epoch]``).
     """
     rng = np.random.default_rng(seed)
     u = rng.random(x.shape, dtype=np.float32)
     return np.clip((np.round(np.asarray(x, np.float32) * 255.0) + u) / levels, 0.0, 1.0).astype(np.float32)
+
+
+def bin_centre(x: np.ndarray, levels: int = 256) -> np.ndarray:
+    """Each pixel at the centre of its dequantisation bin, ``(255 x + 0.5) / levels``: the mean of
+    :func:`dequantise` over its noise. A model trained on dequantised crops is scored on these
+    values; clean pixels sit at the bin's lower edge, where such a model never saw a black pixel."""
+    return ((np.round(np.asarray(x, np.float32) * 255.0) + 0.5) / levels).astype(np.float32)

@@ -13,6 +13,7 @@ from . import scoring
 SCORES = ("full", "A+M", "M", "D", "SE")
 SCORE_LABELS = {"full": "full D+A+M (old)", "A+M": "A+M", "M": "M only (new)", "D": "D only",
                 "SE": "squared error"}
+SHORT = {"full": "full loss", "A+M": "A+M", "M": "M only", "D": "D only", "SE": "squared error"}
 
 
 def auroc(normal: np.ndarray, anomaly: np.ndarray) -> float:
@@ -81,9 +82,8 @@ def run_ablations(arms, *, seeds, scores=SCORES, hows=("max", "mean"), progress:
         training = {k: v for k, v in spec.items() if k not in _ARM_KEYS}
         for seed in seeds:
             x = crops_mod.sample_crops(spec["train_images"], spec["n_crops"], seed=seed)
-            if spec.get("dequantise", False):
-                x = crops_mod.dequantise(x, seed=seed)
-            jobs.append(dict(crops=x, seed=seed, **training))
+            # dequantised: noise redrawn every epoch in training, test images scored at the bins' centres
+            jobs.append(dict(crops=x, seed=seed, **training, **({"dequantise": True} if spec.get("dequantise") else {})))
             owners.append((spec, seed))
     label = ", ".join(dict.fromkeys(spec.get("tag", "") for spec, _ in owners if spec.get("tag"))) or "seeds"
     results = train_many(jobs, progress=progress, desc=f"training ({label})")
@@ -96,7 +96,10 @@ def run_ablations(arms, *, seeds, scores=SCORES, hows=("max", "mean"), progress:
         sec = float(np.mean(res.history["seconds"])) if res.history["seconds"] else 0.0
         if spec.get("keep_models") is not None:
             spec["keep_models"].append(res)
-        for row in evaluate(res.model, spec["normal"], spec["anomaly"], scores, hows):
+        normal, anomaly = spec["normal"], spec["anomaly"]
+        if spec.get("dequantise", False):
+            normal, anomaly = crops_mod.bin_centre(normal), crops_mod.bin_centre(anomaly)
+        for row in evaluate(res.model, normal, anomaly, scores, hows):
             row.update(seed=seed, tag=spec.get("tag", ""), final_loss=res.history["loss"][-1], sec_per_epoch=sec,
                        median_sigma2=res.history["median_sigma2"][-1])
             rows.append(row)
@@ -121,4 +124,68 @@ def table(rows: list[dict], digits: int = 3) -> str:
         per = " ".join(f"{a:.{digits}f}" for a in v["values"])
         lines.append(f"{tag:<{w}}{SCORE_LABELS.get(score, score):<20}{how:<6}"
                      f"{v['mean']:>11.{digits}f}{v['std']:>7.{digits}f}   {per}")
+    return "\n".join(lines)
+
+
+#: Two mean AUROCs closer than this count as equal: they print alike at two decimals.
+TIE = 0.005
+
+
+def compare(rows: list[dict], tag: str, a: str, b: str, how: str, tie: float = TIE) -> dict:
+    """Score ``a`` against score ``b`` (e.g. "M" vs "full") for one setting and image score, seed by seed.
+
+    Both scores come from the same model of each seed, so the differences are paired. Returns
+    ``diffs`` (a - b per seed, in seed order), ``mean``, ``sd`` (ddof=1), ``t_crit`` (the two-sided 5%
+    quantile of Student's t with n-1 degrees of freedom: 4.30 for 3 seeds), ``clear`` (whether
+    |mean| > t_crit sd / sqrt(n), a paired t test) and ``verdict``: "tie" when |mean| <= ``tie``, else
+    "<a> better" or "<b> better". With one seed ``sd`` and ``t_crit`` are NaN and nothing is clear.
+    """
+    def per_seed(score):
+        got = {r["seed"]: r["auroc"] for r in rows
+               if r.get("tag", "") == tag and r["score"] == score and r["image"] == how}
+        if not got:
+            raise ValueError(f"no rows for setting {tag!r}, score {score!r}, image score {how!r}")
+        return got
+
+    va, vb = per_seed(a), per_seed(b)
+    if sorted(va) != sorted(vb):
+        raise ValueError(f"scores {a!r} and {b!r} of {tag!r} come from different seeds: {sorted(va)} vs {sorted(vb)}")
+    seeds = sorted(va)
+    d = np.array([va[s] - vb[s] for s in seeds], np.float64)
+    n, mean = len(d), float(d.mean())
+    if n > 1:
+        from scipy import stats
+
+        sd, t_crit = float(d.std(ddof=1)), float(stats.t.ppf(0.975, n - 1))
+        clear = bool(abs(mean) > t_crit * sd / np.sqrt(n))
+    else:
+        sd, t_crit, clear = float("nan"), float("nan"), False
+    verdict = "tie" if abs(mean) <= tie else (f"{a} better" if mean > 0 else f"{b} better")
+    return {"seeds": seeds, "diffs": d.tolist(), "mean": mean, "sd": sd, "t_crit": t_crit, "clear": clear,
+            "verdict": verdict, "a": float(np.mean([va[s] for s in seeds])),
+            "b": float(np.mean([vb[s] for s in seeds]))}
+
+
+def verdict_table(rows: list[dict], tags, a: str = "M", b: str = "full", hows=("max", "mean"),
+                  labels: dict | None = None) -> str:
+    """A Markdown table of :func:`compare` for every setting in ``tags`` and image score: the two mean
+    AUROCs, the per-seed differences, their mean and the verdict (marked "clear" when it stands out
+    from the seed-to-seed noise by the paired t test)."""
+    labels = {**SCORE_LABELS, **(labels or {})}
+    head = (f"| setting | image score | {labels.get(b, b)} | {labels.get(a, a)} | {a} - {b} per seed "
+            f"| mean difference | verdict |")
+    lines = [head, "|---|---|---:|---:|---|---:|---|"]
+    for tag in tags:
+        for how in hows:
+            c = compare(rows, tag, a, b, how)
+            n = len(c["seeds"])
+            winner = a if c["verdict"] == f"{a} better" else b
+            if c["verdict"] == "tie":
+                word = "tie"
+            elif n == 1:
+                word = f"{SHORT.get(winner, winner)} better (one seed: noise unknown)"
+            else:
+                word = f"{SHORT.get(winner, winner)} better, " + ("clear" if c["clear"] else "within seed noise")
+            lines.append(f"| {tag} | {how} | {c['b']:.3f} | {c['a']:.3f} | "
+                         + " ".join(f"{x:+.3f}" for x in c["diffs"]) + f" | {c['mean']:+.3f} | {word} |")
     return "\n".join(lines)

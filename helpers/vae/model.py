@@ -187,19 +187,29 @@ def check_crops(crops) -> np.ndarray:
 
 
 def fit_vae(model: VAE, crops: np.ndarray, epochs: int, batch_size: int, seed: int, probe: int = 2048,
-            on_epoch=None) -> dict:
+            on_epoch=None, dequantise: bool = False) -> dict:
     """The training loop: each epoch shuffles with ``np.random.default_rng(seed)`` and runs one
     ``fit(..., verbose=0)``; returns the history (per-epoch ``loss``, ``seconds`` and the probe means of
-    each term on the first ``probe`` crops). ``on_epoch(i)`` is called after epoch ``i``."""
+    each term on the first ``probe`` crops). ``on_epoch(i)`` is called after epoch ``i``.
+
+    ``dequantise=True`` trains on :func:`helpers.vae.crops.dequantise` of the (clean) crops with noise
+    redrawn every epoch (seed ``[seed, epoch]``), so the model sees each pixel's whole grey-level bin
+    rather than one frozen point of it; the probe then uses the bins' centres
+    (:func:`helpers.vae.crops.bin_centre`), where such a model is also scored."""
+    from .crops import bin_centre
+    from .crops import dequantise as dequantised
+
     rng = np.random.default_rng(seed)
+    probe_crops = bin_centre(crops[:probe]) if dequantise else crops[:probe]
     history: dict = {"loss": [], "seconds": []}
     for epoch in range(epochs):
         order = rng.permutation(len(crops))
+        x = dequantised(crops, seed=[seed, epoch]) if dequantise else crops
         t0 = time.perf_counter()
-        h = model.fit(crops[order], batch_size=batch_size, epochs=1, shuffle=False, verbose=0)
+        h = model.fit(x[order], batch_size=batch_size, epochs=1, shuffle=False, verbose=0)
         history["seconds"].append(time.perf_counter() - t0)
         history["loss"].append(float(h.history["loss"][-1]))
-        for k, v in probe_terms(model, crops[:probe]).items():
+        for k, v in probe_terms(model, probe_crops).items():
             history.setdefault(k, []).append(v)
         if on_epoch is not None:
             on_epoch(epoch)

@@ -38,7 +38,7 @@ from . import cache
 ENV_WORKERS = "VAD_TRAIN_WORKERS"
 WORKER = "worker"          # the cache key's "where" for models trained in a one-thread worker
 IN_PROCESS = "in-process"  # ... and for models trained in the calling process (VAD_TRAIN_WORKERS=0)
-_SETTINGS = ("epochs", "batch_size", "seed", "probe")
+_SETTINGS = ("epochs", "batch_size", "seed", "probe", "dequantise")
 _ONE_THREAD = {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1", "OMP_NUM_THREADS": "1",
                "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
 
@@ -86,6 +86,11 @@ def _split(job: dict) -> tuple[np.ndarray, dict, dict]:
     crops = check_crops(job.pop("crops"))
     train = {"epochs": 10, "batch_size": 128, "seed": 0, "probe": 2048}
     train.update({k: job.pop(k) for k in _SETTINGS if k in job})
+    dequantise = train.pop("dequantise", False)
+    if not isinstance(dequantise, (bool, np.bool_)):
+        raise ValueError(f"dequantise must be True or False, got {dequantise!r}")
+    if dequantise:                 # named only in a dequantised job's settings (and so in its cache key)
+        train["dequantise"] = True
     for name in ("epochs", "batch_size"):
         if not isinstance(train[name], (int, np.integer)) or train[name] < 1:
             raise ValueError(f"{name} must be a positive integer, got {train[name]!r}")
@@ -149,7 +154,8 @@ def _train_here(parts, results, pending, bar) -> None:
         crops, train, model_kwargs = parts[ids[0]]
         model = results[ids[0]].model
         history = fit_vae(model, crops, train["epochs"], train["batch_size"], train["seed"], train["probe"],
-                          on_epoch=(lambda _: bar.update(1)) if bar is not None else None)
+                          on_epoch=(lambda _: bar.update(1)) if bar is not None else None,
+                          dequantise=train.get("dequantise", False))
         cache.store(key, model, history, {**train, **model_kwargs})
         _share(results, ids, history)
 
@@ -286,6 +292,6 @@ def _worker_train(crops: np.ndarray, train: dict, model_kwargs: dict, key: str, 
             _worker_queue.put(token)
 
     history = fit_vae(model, crops, train["epochs"], train["batch_size"], train["seed"], train["probe"],
-                      on_epoch=tick)
+                      on_epoch=tick, dequantise=train.get("dequantise", False))
     cache.store(key, model, history, {**train, **model_kwargs}, folder=Path(folder))
     return key
