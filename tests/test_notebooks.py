@@ -49,6 +49,13 @@ def test_notebook_is_stored_clean_with_a_parameters_cell(path):
     for cell in cells:
         if cell["cell_type"] == "code":
             assert not cell.get("outputs") and cell.get("execution_count") is None, "stored with outputs"
+    # a valid nbformat 4.5 file: every cell has an id, and no id repeats (a hand-inserted cell may lack one)
+    import nbformat
+
+    nb = nbformat.reads(path.read_text(), as_version=4)
+    nbformat.validate(nb, relax_add_props=False)
+    ids = [c.get("id") for c in cells]
+    assert all(ids) and len(set(ids)) == len(ids), "every cell needs a unique id (nbformat 4.5)"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
