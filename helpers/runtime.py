@@ -38,8 +38,8 @@ def is_quick(quick: bool | None = None) -> bool:
 def mode_banner(quick: bool | None = None) -> str:
     """One line that a chapter prints so the rendered page says which settings produced it."""
     if is_quick(quick):
-        return ("Build mode: QUICK (reduced settings so the book builds fast in CI; "
-                "numbers are smaller-scale than the articles')")
+        return ("Build mode: QUICK (a smoke run: reduced settings so the book builds fast in CI; its numbers "
+                "are not conclusions, and the discussion in the text is about a full build's numbers)")
     return "Build mode: FULL (the articles' settings)"
 
 
