@@ -37,6 +37,14 @@ def _backbone_digest(backbone) -> str:
     return h.hexdigest()
 
 
+def _hash_arrays(h, arrays: Sequence[np.ndarray]) -> None:
+    """Feed each array's shape, dtype and bytes to the hash ``h`` (the images a fit or a score used)."""
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.shape}|{a.dtype}".encode())
+        h.update(a.tobytes())
+
+
 def fit_key(config, arrays: Sequence[np.ndarray], backbone) -> str:
     """A hex key for one fit: settings, training pixels, backbone weights, code and library versions."""
     import torch
@@ -44,10 +52,7 @@ def fit_key(config, arrays: Sequence[np.ndarray], backbone) -> str:
     h = hashlib.sha256()
     settings = {k: v for k, v in config.to_json().items() if k != "progress"}
     h.update(json.dumps(settings, sort_keys=True, default=str).encode())
-    for a in arrays:
-        a = np.ascontiguousarray(a)
-        h.update(f"{a.shape}|{a.dtype}".encode())
-        h.update(a.tobytes())
+    _hash_arrays(h, arrays)
     h.update(_backbone_digest(backbone).encode())
     here = Path(__file__).resolve().parent
     for source in sorted(here.glob("*.py")):
@@ -94,10 +99,7 @@ def scores_key(fit_key: str, batch_size: int, arrays: Sequence[np.ndarray]) -> s
     """A hex key for one model's image scores on some images: the fit's key, the batch size (batches
     group the nearest-neighbour search) and the images' pixels."""
     h = hashlib.sha256(f"{fit_key}|{batch_size}".encode())
-    for a in arrays:
-        a = np.ascontiguousarray(a)
-        h.update(f"{a.shape}|{a.dtype}".encode())
-        h.update(a.tobytes())
+    _hash_arrays(h, arrays)
     return h.hexdigest()[:32]
 
 
