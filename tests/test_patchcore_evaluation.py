@@ -53,7 +53,7 @@ def test_study_shares_passes_and_coresets_yet_equals_separate_models():
     train = [S(im, np.zeros(im.shape, bool), "Free") for im in toy_images(4)]
     settings = toy_settings(preprocess="letterbox")
     features = [{}, {"pool": False}, {"layers": ("layer2",)}, {"layers": ("layer2", "layer3", "layer4")},
-                {"preprocess": "center_crop"}]
+                {"preprocess": "center_crop"}, {"tile_centre": True}]
     models = [{"coreset_ratio": 0.05}, {"coreset_ratio": 0.25}, {"coreset_ratio": 0.25, "k": 1},
               {"coreset_ratio": 1.0, "k": 2}]
     rows = study(train, test, base=settings, feature_variants=features, model_variants=models,
@@ -64,7 +64,7 @@ def test_study_shares_passes_and_coresets_yet_equals_separate_models():
         for j, mv in enumerate(models):
             row = rows[i * len(models) + j]
             assert {**fv, **mv}.items() <= row.items()
-            assert row["backbone_pass_shared_by"] == (1 if fv.get("preprocess") == "center_crop" else 4)
+            assert row["backbone_pass_shared_by"] == (1 if fv.get("preprocess") == "center_crop" else 5)
             alone = PatchCore(toy_backbone(), **{**settings, **fv, **mv}).fit([s.image for s in train])
             scores, maps = alone.predict([s.image for s in test])
             ev = evaluate(scores, maps, [alone.mask_for(s.mask, s.image) for s in test], types, per_type=False)

@@ -3,7 +3,9 @@ import pytest
 import torch
 
 from helpers.patchcore import PatchCore
-from helpers.patchcore.features import FeatureExtractor, aggregate_features, check_finite, embedding_to_patches
+from helpers.patchcore.features import (FeatureExtractor, aggregate_features, check_finite, embedding_to_patches,
+                                        padding_free_cells, centre_per_tile)
+from helpers.patchcore.preprocess import Preprocessor
 from helpers.patchcore.reference import reshape_embedding
 from helpers.patchcore.testing import toy_backbone, toy_images, toy_settings
 
@@ -129,3 +131,37 @@ def test_receptive_field_matches_the_gradient_support():
     move_v1_strides(r50)
     assert receptive_field(r50, "layer4")[0] > v15
     assert receptive_field(r50, "layer3", pool=3)[0] == receptive_field(r50, "layer3")[0] + 2 * 16
+
+
+def test_centre_per_tile_subtracts_each_tiles_own_mean_over_its_valid_patches():
+    gen = torch.Generator().manual_seed(0)
+    patches = torch.randn(3, 50, 8, generator=gen, dtype=torch.float64) * 3 + 5
+    valid = torch.ones(3, 50, dtype=torch.bool)
+    valid[1, 40:] = False                                      # image 1: its last 10 patches are padding
+    out = centre_per_tile(patches, valid)
+    for i in range(3):
+        assert torch.allclose(out[i][valid[i]].mean(0), torch.zeros(8, dtype=torch.float64), atol=1e-12)
+        # differences between patches of one tile are kept exactly as they were (up to rounding)
+        assert torch.allclose(out[i] - out[i, :1], patches[i] - patches[i, :1], atol=1e-12)
+    # a tile-wide shift (per channel) leaves its centred patches as they were
+    shift = torch.randn(1, 1, 8, generator=gen, dtype=torch.float64) * 10
+    assert torch.allclose(centre_per_tile(patches + shift, valid), out, atol=1e-12)
+    # padding patches do not enter the mean: changing them moves no valid patch
+    changed = patches.clone()
+    changed[1, 40:] = 1e3
+    assert torch.equal(centre_per_tile(changed, valid)[1, :40], out[1, :40])
+    assert torch.allclose(centre_per_tile(patches)[1].mean(0), torch.zeros(8, dtype=torch.float64), atol=1e-12)
+    with pytest.raises(ValueError, match=r"\[b, P, C\]"):
+        centre_per_tile(patches[0])
+
+
+def test_padding_free_cells_marks_the_letterbox_padding():
+    image = np.full((20, 60), 128, dtype=np.uint8)              # 3:1, so a 64 px letterbox pads top and bottom
+    x = Preprocessor("letterbox", 64).batch([image])
+    cells = padding_free_cells(x, (8, 8)).view(8, 8)
+    g = Preprocessor("letterbox", 64).geometry(20, 60)
+    top, bottom = g.offset[0], g.offset[0] + g.scaled[0]       # the image's rows inside the input
+    expected = torch.tensor([8 * r < bottom and 8 * r + 8 > top for r in range(8)])
+    assert 0 < int(expected.sum()) < 8
+    assert torch.equal(cells, expected[:, None].expand(8, 8))
+    assert padding_free_cells(Preprocessor("center_crop", 64, 72).batch([image]), (8, 8)).all()

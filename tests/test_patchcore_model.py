@@ -128,3 +128,24 @@ def test_nan_features_rejected():
         bb.layer2[0].conv1.weight[0, 0, 0, 0] = float("nan")
     with pytest.raises(ValueError, match="NaN/inf"):
         PatchCore(bb, **toy_settings()).fit(toy_images(2))
+
+
+def test_tile_centre_model_round_trips_and_differs_from_the_plain_one(tmp_path):
+    images = toy_images(6)
+    settings = toy_settings(preprocess="letterbox")
+    plain = PatchCore(toy_backbone(), **settings)
+    assert "tile_centre" not in plain.config.to_json()          # earlier settings keep their cache keys
+    tiled = PatchCore(toy_backbone(), **settings, tile_centre=True).fit(images[:4])
+    assert tiled.config.to_json()["tile_centre"] is True
+    scores, maps = tiled.predict(images[4:])
+    back = PatchCore.load(tiled.save(tmp_path / "m"), backbone=toy_backbone())
+    assert back.config.tile_centre
+    s2, m2 = back.predict(images[4:])
+    assert np.array_equal(scores, s2) and all(np.array_equal(a, b) for a, b in zip(maps, m2))
+    # the bank holds standardised patches: per image, valid patches have mean 0 per channel
+    patches = tiled.extract(images[:1])[0]
+    x = tiled.preprocessor.batch(images[:1])
+    from helpers.patchcore.features import padding_free_cells
+    valid = padding_free_cells(x, tiled.grid)[0]
+    assert torch.allclose(patches[valid].mean(0), torch.zeros(patches.shape[1]), atol=1e-4)
+    assert not np.array_equal(scores, plain.fit(images[:4]).predict(images[4:])[0])

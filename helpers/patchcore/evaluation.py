@@ -103,7 +103,7 @@ def study(train, test, base: dict, feature_variants: Sequence[dict], model_varia
                 for x in bar:
                     maps = maps_of(x)
                     for pos in members:
-                        p = refs[pos].patches_from_maps([maps[n] for n in refs[pos].config.layers])
+                        p = refs[pos].patches_from_maps([maps[n] for n in refs[pos].config.layers], x)
                         if pos not in feats:
                             feats[pos] = torch.empty((len(arrays),) + tuple(p.shape[1:]),
                                                      dtype=getattr(torch, refs[pos].config.fit_dtype))
@@ -121,11 +121,12 @@ def study(train, test, base: dict, feature_variants: Sequence[dict], model_varia
                 chunk = test[i:i + batch_size]
                 shapes = [c.image.shape[:2] for c in chunk]
                 t0 = time.perf_counter()
-                maps = maps_of(first.preprocessor.batch([c.image for c in chunk]))
+                x = first.preprocessor.batch([c.image for c in chunk])
+                maps = maps_of(x)
                 t_pass += time.perf_counter() - t0
                 for pos in members:
                     t0 = time.perf_counter()
-                    p = refs[pos].patches_from_maps([maps[n] for n in refs[pos].config.layers])
+                    p = refs[pos].patches_from_maps([maps[n] for n in refs[pos].config.layers], x)
                     t_own[pos] += time.perf_counter() - t0
                     for j, (_, _, m, _) in enumerate(fitted[pos]):
                         t0 = time.perf_counter()

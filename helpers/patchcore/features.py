@@ -112,6 +112,32 @@ def embedding_to_patches(embedding: torch.Tensor) -> torch.Tensor:
     return embedding.permute(0, 2, 3, 1).reshape(-1, embedding.shape[1])
 
 
+def padding_free_cells(inputs: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """``[b, H*W]`` booleans: which cells of a patch ``grid`` cover image pixels of the normalised batch
+    ``inputs`` ``[b, 3, h, w]``. Letterbox padding is exactly 0 in every channel (the ImageNet mean; no
+    8-bit pixel normalises to exactly 0), so a cell is padding when all of its input pixels are."""
+    image = (inputs != 0).any(dim=1, keepdim=True).float()
+    cells = F.adaptive_max_pool2d(image, grid)
+    return cells.flatten(1) > 0
+
+
+def centre_per_tile(patches: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """Subtract from each image's patch features ``[b, P, C]`` the mean of that image's own patches. A
+    patch then describes how it differs from the rest of its own tile, not what the tile looks like
+    overall (its tone, its texture). ``valid`` ``[b, P]`` (booleans) names the patches the mean is taken
+    over (:func:`padding_free_cells`: the letterbox padding is left out); every patch is shifted. No
+    division by the tile's spread: that would reweight the channels (and turn channels that are nearly
+    constant over a tile into amplified noise), which is a different change."""
+    if patches.ndim != 3:
+        raise ValueError(f"expected patch features [b, P, C], got shape {tuple(patches.shape)}")
+    w = torch.ones(patches.shape[:2], dtype=patches.dtype) if valid is None else valid.to(patches.dtype)
+    if w.shape != patches.shape[:2]:
+        raise ValueError(f"valid has shape {tuple(w.shape)}, patches {tuple(patches.shape[:2])} patches")
+    w = w.unsqueeze(-1)
+    mean = (patches * w).sum(1, keepdim=True) / w.sum(1, keepdim=True).clamp_(min=1)
+    return patches - mean
+
+
 def check_finite(patches: torch.Tensor, what: str = "features", chunk: int = 8192) -> None:
     """Raise if ``patches`` holds NaN or infinite values (a broken backbone or input). Rows are checked in
     chunks (no full-size temporary): a finite float32 sum clears a chunk in one cheap pass, and only a

@@ -13,7 +13,8 @@ import torch
 from torch import nn
 
 from .anomaly_map import anomaly_maps
-from .features import FeatureExtractor, aggregate_features, check_finite, embedding_to_patches
+from .features import (FeatureExtractor, aggregate_features, check_finite, embedding_to_patches,
+                       padding_free_cells, centre_per_tile)
 from .preprocess import Preprocessor, as_image_array
 from .sampler import coreset_size, greedy_coreset, jl_min_dim, project
 from .scorer import NearestNeighbourScorer, reweighted_image_score
@@ -37,6 +38,7 @@ class PatchCoreConfig:
     image_size: int = 224
     resize: int = 256                      # only for "center_crop"
     sigma: float = 4.0                     # Gaussian blur of the anomaly maps, in input pixels
+    tile_centre: bool = False              # subtract each image's mean patch from its patches (not in the article)
     seed: int = 0                          # coreset start point and projection
     batch_size: int = 16
     fit_dtype: str = "float16"             # storage of all training patches during fit (float32: 2x memory)
@@ -65,6 +67,8 @@ class PatchCoreConfig:
     def to_json(self) -> dict:
         d = asdict(self)
         d["layers"] = list(self.layers)
+        if not self.tile_centre:            # settings from before tile_centre existed keep their cache keys
+            del d["tile_centre"]
         return d
 
 
@@ -152,12 +156,14 @@ class PatchCore:
     @torch.no_grad()
     def _embed(self, x: torch.Tensor) -> torch.Tensor:
         """Normalised batch -> patch features ``[b, H*W, C]`` (grid stored in ``self.grid``)."""
-        return self.patches_from_maps(self.extractor(x.to(self.device)))
+        return self.patches_from_maps(self.extractor(x.to(self.device)), x)
 
     @torch.no_grad()
-    def patches_from_maps(self, maps: Sequence[torch.Tensor]) -> torch.Tensor:
+    def patches_from_maps(self, maps: Sequence[torch.Tensor], inputs: torch.Tensor | None = None) -> torch.Tensor:
         """The hooked layers' maps (``config.layers``, shallow to deep) -> patch features ``[b, H*W, C]``.
-        One backbone pass can serve several models this way (see :func:`helpers.patchcore.evaluation.study`)."""
+        One backbone pass can serve several models this way (see :func:`helpers.patchcore.evaluation.study`).
+        ``inputs``, the normalised batch the maps came from, keeps letterbox padding out of the tile's mean
+        for ``tile_centre`` (needed only then)."""
         emb = aggregate_features(maps, pool=self.config.pool)
         grid = (int(emb.shape[2]), int(emb.shape[3]))
         if self.grid is not None and grid != self.grid:
@@ -166,7 +172,11 @@ class PatchCore:
         # channels-last features (the CPU default) make this reshape a view, not a copy
         patches = embedding_to_patches(emb).float().cpu()
         check_finite(patches)
-        return patches.view(emb.shape[0], grid[0] * grid[1], emb.shape[1])
+        patches = patches.view(emb.shape[0], grid[0] * grid[1], emb.shape[1])
+        if self.config.tile_centre:
+            valid = None if inputs is None else padding_free_cells(inputs.cpu(), grid)
+            patches = centre_per_tile(patches, valid)
+        return patches
 
     def extract(self, images, desc: str = "features", dtype: torch.dtype = torch.float32,
                 what: str = "extract") -> torch.Tensor:
