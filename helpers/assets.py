@@ -188,6 +188,21 @@ ASSETS: dict[str, Asset] = {
                            ("Free", "Blowhole", "Break", "Crack", "Fray", "Uneven")),
         ),
         Asset(
+            name="mtd-differnet-split",
+            folder="splits",
+            title="the published Magnetic Tile train/test split of DifferNet (761 MT_Free training file names)",
+            licence="MIT (repository marco-rudolph/differnet)",
+            citation="M. Rudolph, B. Wandt, B. Rosenhahn. Same same but DifferNet: semi-supervised defect "
+            "detection with normalizing flows. WACV 2021.",
+            files=(RemoteFile(
+                "mtd_differnet_train.txt",
+                "https://raw.githubusercontent.com/marco-rudolph/differnet/"
+                "9bdf02686297a093fb206ffeba64b1c0e78182b6/mtd_train_filenames.txt",
+                "ddf6ddb1b4a123d9506a4d25e870ad32e2b845386c55201fca8307fdc7e62652",
+            ),),
+            required=("mtd_differnet_train.txt",),
+        ),
+        Asset(
             name="mvtec-ad",
             folder="mvtec-ad",
             title="MVTec AD (one category at a time: <category>/train/good, test/<defect>, ground_truth)",

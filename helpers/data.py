@@ -302,6 +302,37 @@ def load_magnetic_tile(seed: int = 0, good_test_fraction: float = 0.4,
     return with_validation(split, validation_fraction, seed)
 
 
+def load_magnetic_tile_differnet(root: str | Path | None = None, split_file: str | Path | None = None) -> Split:
+    """The Magnetic Tile set on the published split of DifferNet (Rudolph et al. 2021), which the
+    PatchCore paper's Magnetic Tile experiment follows: the 761 ``MT_Free`` images named in the split
+    file are the training images, the other ``MT_Free`` images the good test images, and every defect
+    image (with its mask) a test anomaly. No validation set: the protocol has none.
+
+    ``split_file``: the list of training file names (default: the ``mtd-differnet-split`` asset)."""
+    folder = _magnetic_tile_folder(root)
+    split_file = Path(split_file) if split_file is not None else assets.asset_file(
+        "mtd-differnet-split", "mtd_differnet_train.txt")
+    names = [line.strip() for line in Path(split_file).read_text().splitlines() if line.strip()]
+    if len(set(names)) != len(names):
+        raise ValueError(f"{split_file} names some training images twice")
+    free = {p.name: p for p in (folder / "MT_Free" / "Imgs").glob("*.jpg")}
+    missing = [n for n in names if n not in free]
+    if missing:
+        raise assets.AssetLayoutError(
+            f"{len(missing)} training images named in {split_file} are not in {folder / 'MT_Free' / 'Imgs'} "
+            f"(first: {missing[0]}): the split file does not belong to this copy of the Magnetic Tile set")
+    train_names = set(names)
+    split = load_magnetic_tile(root=folder, good_test_fraction=0.5)      # every image, read once
+    everything = split.train + split.good_test
+    train = [s for s in everything if Path(s.path).name in train_names]
+    good_test = [s for s in everything if Path(s.path).name not in train_names]
+    order = {n: i for i, n in enumerate(sorted(free))}                  # file order, as load_magnetic_tile
+    train.sort(key=lambda s: order[Path(s.path).name])
+    good_test.sort(key=lambda s: order[Path(s.path).name])
+    return Split("magnetic-tile (DifferNet split)", train, good_test, list(split.defect_test),
+                 info={"split_file": str(split_file), "root": str(folder)})
+
+
 def image_files(folder: Path) -> list[Path]:
     """The image files of ``folder`` by suffix (any case), sorted; hidden files (``.DS_Store``, the
     ``._name.png`` companions macOS writes on USB sticks) are skipped."""

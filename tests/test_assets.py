@@ -11,6 +11,8 @@ import pytest
 
 from helpers import assets, data
 
+SHARED_ASSETS = (Path(__file__).resolve().parents[2] / "shared" / "assets").resolve()
+
 
 def _sha(b: bytes) -> str:
     return hashlib.sha256(b).hexdigest()
@@ -183,3 +185,15 @@ def test_offline_bundle_works_as_an_assets_root(tmp_path, monkeypatch):
     assert len(data.load_magnetic_tile().defect_test) == 392
     with pytest.raises(assets.AssetNotFoundError, match="fashion-mnist"):
         assets.locate("fashion-mnist")
+
+
+def test_differnet_split_downloads_with_its_pinned_hash(isolated_assets, http_server, monkeypatch):
+    """The split file's pinned sha256 is that of the offline copy; served from a loopback URL in place of
+    GitHub's, it downloads into the cache and passes the hash check."""
+    body = (SHARED_ASSETS / "splits" / "mtd_differnet_train.txt").read_bytes()
+    http_server.routes["/mtd_train_filenames.txt"] = {"body": body}
+    real = assets.get_asset("mtd-differnet-split")
+    moved = assets.RemoteFile(real.files[0].path, http_server.url + "/mtd_train_filenames.txt", real.files[0].sha256)
+    monkeypatch.setitem(assets.ASSETS, real.name, assets.Asset(**{**real.__dict__, "files": (moved,)}))
+    path = assets.asset_file("mtd-differnet-split", "mtd_differnet_train.txt")
+    assert path.read_bytes() == body and len(body.splitlines()) == 761

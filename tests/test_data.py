@@ -186,3 +186,27 @@ def test_read_image_conversions_and_errors(tmp_path):
         data.read_image(text)
     with pytest.raises(FileNotFoundError):
         data.read_image(tmp_path / "missing.png")
+
+
+def test_differnet_split_follows_its_file(tmp_path):
+    _write_tile_tree(tmp_path / "mt")
+    names = [f"exp{i}.jpg" for i in (7, 0, 3, 5, 1, 8)]
+    split_file = tmp_path / "train.txt"
+    split_file.write_text("\n".join(names) + "\n")
+    split = data.load_magnetic_tile_differnet(root=tmp_path / "mt", split_file=split_file)
+    assert [s.path.name for s in split.train] == sorted(names)
+    assert [s.path.name for s in split.good_test] == ["exp2.jpg", "exp4.jpg", "exp6.jpg", "exp9.jpg"]
+    assert len(split.defect_test) == 2 * len(data.MAGNETIC_TILE_TYPES) and not split.validation
+    split_file.write_text("exp1.jpg\nexp42.jpg\n")
+    with pytest.raises(assets.AssetLayoutError, match="exp42.jpg"):
+        data.load_magnetic_tile_differnet(root=tmp_path / "mt", split_file=split_file)
+    split_file.write_text("exp1.jpg\nexp1.jpg\n")
+    with pytest.raises(ValueError, match="twice"):
+        data.load_magnetic_tile_differnet(root=tmp_path / "mt", split_file=split_file)
+
+
+def test_real_differnet_split_counts():
+    split = data.load_magnetic_tile_differnet()
+    assert split.counts() == {"train": 761, "good_test": 191, "Blowhole": 115, "Break": 85,
+                              "Crack": 57, "Fray": 32, "Uneven": 103}
+    assert not {s.path.name for s in split.train} & {s.path.name for s in split.good_test}
