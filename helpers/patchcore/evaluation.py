@@ -112,7 +112,7 @@ def study(train, test, base: dict, feature_variants: Sequence[dict], model_varia
                 t_train[label] = time.perf_counter() - t0
                 for pos in members:
                     fitted[pos] += [(label, *f) for f in _fit_variants(refs[pos], feats.pop(pos), model_variants,
-                                                                       backbone)]
+                                                                       backbone, progress)]
             # test features: one pass, every variant's patches, every model's scores
             masks = {pos: [refs[pos].mask_for(s.mask, s.image) for s in test] for pos in members}
             scored = {pos: [([], [], 0.0) for _ in fitted[pos]] for pos in members}
@@ -152,7 +152,7 @@ def study(train, test, base: dict, feature_variants: Sequence[dict], model_varia
 
 
 def _fit_variants(ref: PatchCore, train_patches: torch.Tensor, model_variants: Sequence[dict],
-                  backbone) -> list[tuple[dict, PatchCore, float]]:
+                  backbone, progress: bool = False) -> list[tuple[dict, PatchCore, float]]:
     """Fit one model per model variant on ``ref``'s training patches: ``(variant, model, seconds)``.
 
     Variants that differ only in ``k`` share a bank. Coresets that differ only in their ratio share one
@@ -172,7 +172,7 @@ def _fit_variants(ref: PatchCore, train_patches: torch.Tensor, model_variants: S
         owner = next(m for m in models if (m.config.projection_dim, m.config.eps, m.config.seed) == key)
         clock: list[float] = []
         t0 = time.perf_counter()
-        runs[key] = (owner.coreset_selection(flat, n, clock=clock), t0, clock)
+        runs[key] = (owner.coreset_selection(flat, n, clock=clock, progress=progress), t0, clock)
     banks: dict[tuple, PatchCore] = {}
     out = []
     for mv, m in zip(model_variants, models):

@@ -222,18 +222,20 @@ class PatchCore:
         return cfg.projection_dim if cfg.projection_dim is not None else jl_min_dim(n_patches, cfg.eps)
 
     @torch.no_grad()
-    def coreset_selection(self, patches: torch.Tensor, n: int, clock: list | None = None
-                          ) -> tuple[torch.Tensor, torch.Tensor]:
+    def coreset_selection(self, patches: torch.Tensor, n: int, clock: list | None = None,
+                          progress: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The first ``n`` greedy coreset choices among ``patches`` ``[N, C]`` (projected and started as
         :meth:`fit_patches` does) and the coverage radius after each. Greedy choices are nested: the
         first ``m`` of them are the coreset of size ``m``, so one run serves every smaller ratio.
-        ``clock`` (a list) receives the time after each choice (see :func:`greedy_coreset`)."""
+        ``clock`` (a list) receives the time after each choice (see :func:`greedy_coreset`); ``progress``
+        overrides ``config.progress`` for its progress bar."""
         cfg = self.config
         flat = patches.reshape(-1, patches.shape[-1])
         dim = self._projection_dim(flat.shape[0])
         proj = project(flat, dim, seed=cfg.seed) if dim < flat.shape[1] else flat.float()
         start = int(torch.randint(flat.shape[0], (1,), generator=torch.Generator().manual_seed(cfg.seed)))
-        return greedy_coreset(proj, n, start=start, progress=cfg.progress, radius_history=True, clock=clock)
+        progress = cfg.progress if progress is None else progress
+        return greedy_coreset(proj, n, start=start, progress=progress, radius_history=True, clock=clock)
 
     @torch.no_grad()
     def fit_patches(self, patches: torch.Tensor,
