@@ -216,6 +216,20 @@ def check(runs: list[Run]) -> None:
         raise BookBuildError(f"{len(failed)} chapter(s) failed to execute:\n" + "\n".join(lines))
 
 
+def hide_injected_parameters(notebook: Path) -> None:
+    """Tag the cell papermill injected (``quick = ...``) ``remove-cell``: it runs, but a reader's page
+    starts with the chapter, not with its settings (the parameters cell itself is folded, ``hide-cell``)."""
+    data = json.loads(notebook.read_text())
+    changed = False
+    for cell in data.get("cells", []):
+        tags = cell.setdefault("metadata", {}).setdefault("tags", [])
+        if "injected-parameters" in tags and "remove-cell" not in tags:
+            tags.append("remove-cell")
+            changed = True
+    if changed:
+        notebook.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n")
+
+
 def stage(root: Path, executed: Path, dest: Path) -> Path:
     """A buildable copy of the book at ``dest``: pages as they are, notebooks executed, execution off."""
     import yaml
@@ -227,6 +241,8 @@ def stage(root: Path, executed: Path, dest: Path) -> Path:
         src = root / name
         (shutil.copytree if src.is_dir() else shutil.copy2)(src, dest / name)
     shutil.copytree(executed, dest / NOTEBOOKS, ignore=shutil.ignore_patterns(TIMINGS, MODELS))
+    for nb in (dest / NOTEBOOKS).rglob("*.ipynb"):
+        hide_injected_parameters(nb)
     config = yaml.safe_load((root / "_config.yml").read_text())
     config.setdefault("execute", {})["execute_notebooks"] = "off"
     (dest / "_config.yml").write_text(yaml.safe_dump(config, sort_keys=False))

@@ -62,6 +62,23 @@ def _pages(built: Path) -> list[str]:
                   if not p.relative_to(built).parts[0].startswith("_") and p.name not in skip)
 
 
+# What a reader meets first below a chapter's title: "prose" when a paragraph of text comes before any
+# visible code (setup cells run but are removed or folded behind a toggle; a folded cell's code is not
+# rendered until opened).
+FIRST_AFTER_TITLE = """() => {
+    const h1 = document.querySelector('main h1') || document.querySelector('h1');
+    if (!h1) return 'no title';
+    const shown = e => e.getClientRects().length > 0;
+    const after = e => h1.compareDocumentPosition(e) & Node.DOCUMENT_POSITION_FOLLOWING;
+    const blocks = [...document.querySelectorAll('p, div.cell_input')].filter(e => after(e) && shown(e));
+    const code = blocks.findIndex(e => e.matches('div.cell_input'));
+    const prose = blocks.findIndex(e => e.matches('p') && !e.closest('div.cell')
+                                        && e.textContent.trim().length > 80);
+    if (prose === -1) return 'no paragraph of prose';
+    return code !== -1 && code < prose ? 'a code cell comes first' : 'prose';
+}"""
+
+
 @pytest.mark.book
 def test_every_page_in_a_real_browser(built, server):
     assert CHROMIUM, "Debian's chromium is needed for this test: apt-get install chromium (.ci/run does)"
@@ -102,6 +119,10 @@ def test_every_page_in_a_real_browser(built, server):
                     "a[href]", f"els => els.filter(e => e.href.startsWith('{colab_prefix}')).length")
                 if not colab:
                     problems.append(f"{rel}: no Colab launch link")
+                first = page.evaluate(FIRST_AFTER_TITLE)
+                if first != "prose":
+                    problems.append(f"{rel}: the page must open with prose after its title, not with setup "
+                                    f"code ({first}); tag setup cells remove-cell / remove-input / hide-cell")
             prose = page.evaluate("""() => { const b = document.body.cloneNode(true);
                 b.querySelectorAll('pre, code, script, style, .highlight').forEach(e => e.remove());
                 return b.textContent; }""")   # code cells may hold table strings legitimately

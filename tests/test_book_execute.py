@@ -82,3 +82,19 @@ def test_a_part_depends_on_its_own_helpers_only(tmp_path):
     (root / "helpers/common.py").write_text("# v2\n")
     assert book.source_key(nb, "quick", root) != key2
     assert book.source_key(nb, "full", root) != book.source_key(nb, "quick", root)
+
+
+def test_staging_hides_the_injected_parameters_cell(tmp_path):
+    root = tmp_path / "proj"
+    _notebook(root / "notebooks" / "a.ipynb", "print('mode', quick)")
+    out = tmp_path / "out"
+    book.execute("quick", root=root, out=out)
+    (root / "book").mkdir()
+    (root / "_toc.yml").write_text("format: jb-book\nroot: notebooks/a\n")
+    (root / "_config.yml").write_text("title: t\n")
+    staged = book.stage(root, out, tmp_path / "staged")
+    cells = nbformat.read(staged / "notebooks" / "a.ipynb", as_version=4).cells
+    injected = [c for c in cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert len(injected) == 1 and "remove-cell" in injected[0].metadata.tags
+    assert "quick = True" in injected[0].source                 # it still ran with the injected value
+    assert [c for c in cells if "parameters" in c.metadata.get("tags", [])][0].source == "quick = None"

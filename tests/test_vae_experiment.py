@@ -53,6 +53,10 @@ def test_run_ablation_rows_table_and_models():
     assert len(summary[("toy", "M", "max")]["values"]) == 2
     text = experiment.table(rows)
     assert "M only (new)" in text and len(text.splitlines()) == 1 + 3 * 2
+    md = experiment.table(rows, markdown=True).splitlines()
+    assert md[1] == "|---|---|---|---|---|---|" and len(md) == 2 + 3 * 2
+    values = " ".join(f"{a:.3f}" for a in summary[("toy", "M", "max")]["values"])
+    assert any(line.startswith("| toy | M only (new) | max |") and line.endswith(f"| {values} |") for line in md)
 
 
 def test_dequantised_arm_trains_with_fresh_noise_and_scores_bin_centres(monkeypatch):

@@ -115,15 +115,20 @@ def summarise(rows: list[dict]) -> dict:
                 "values": v} for k, v in groups.items()}
 
 
-def table(rows: list[dict], digits: int = 3) -> str:
-    """A plain-text table: one line per (tag, score, image), mean +- std and the per-seed values."""
+def table(rows: list[dict], digits: int = 3, markdown: bool = False) -> str:
+    """One line per (tag, score, image): mean +- std and the per-seed values. Plain text, or with
+    ``markdown=True`` a Markdown table (a chapter displays it with ``IPython.display.Markdown``, and the
+    book renders it as an HTML table)."""
     summary = summarise(rows)
-    w = max([len("setting")] + [len(k[0]) for k in summary]) + 2
-    lines = [f"{'setting':<{w}}{'score':<20}{'image':<6}{'AUROC mean':>11}{'std':>7}   per seed"]
-    for (tag, score, how), v in summary.items():
-        per = " ".join(f"{a:.{digits}f}" for a in v["values"])
-        lines.append(f"{tag:<{w}}{SCORE_LABELS.get(score, score):<20}{how:<6}"
-                     f"{v['mean']:>11.{digits}f}{v['std']:>7.{digits}f}   {per}")
+    cells = [(tag, SCORE_LABELS.get(score, score), how, f"{v['mean']:.{digits}f}", f"{v['std']:.{digits}f}",
+              " ".join(f"{a:.{digits}f}" for a in v["values"])) for (tag, score, how), v in summary.items()]
+    head = ("setting", "score", "image", "AUROC mean", "std", "per seed")
+    if markdown:
+        return "\n".join(["| " + " | ".join(head) + " |", "|---|---|---|---|---|---|"]
+                         + ["| " + " | ".join(c) + " |" for c in cells])
+    w = max([len("setting")] + [len(c[0]) for c in cells]) + 2
+    lines = [f"{head[0]:<{w}}{head[1]:<20}{head[2]:<6}{head[3]:>11}{head[4]:>7}   {head[5]}"]
+    lines += [f"{c[0]:<{w}}{c[1]:<20}{c[2]:<6}{c[3]:>11}{c[4]:>7}   {c[5]}" for c in cells]
     return "\n".join(lines)
 
 
