@@ -263,6 +263,18 @@ def _magnetic_tile_folder(root: str | Path | None) -> Path:
     return root
 
 
+def _magnetic_tile_type(folder: Path, t: str) -> list[Sample]:
+    """Every image of type ``t`` (``Free`` or a defect type) with its mask, in file order."""
+    out = []
+    for jpg in sorted((folder / f"MT_{t}" / "Imgs").glob("*.jpg")):
+        image = read_image(jpg, "L")
+        png = jpg.with_suffix(".png")
+        if not png.is_file():
+            raise assets.AssetLayoutError(f"Magnetic Tile image {jpg} has no mask {png.name}")
+        out.append(Sample(jpg, image, read_mask(png, image.shape), t))
+    return out
+
+
 def load_magnetic_tile(seed: int = 0, good_test_fraction: float = 0.4,
                        root: str | Path | None = None,
                        types: tuple[str, ...] = MAGNETIC_TILE_TYPES,
@@ -280,23 +292,12 @@ def load_magnetic_tile(seed: int = 0, good_test_fraction: float = 0.4,
     if unknown:
         raise ValueError(f"unknown defect types {sorted(unknown)}; choose from {MAGNETIC_TILE_TYPES}")
     folder = _magnetic_tile_folder(root)
-
-    def load_type(t: str) -> list[Sample]:
-        out = []
-        for jpg in sorted((folder / f"MT_{t}" / "Imgs").glob("*.jpg")):
-            image = read_image(jpg, "L")
-            png = jpg.with_suffix(".png")
-            if not png.is_file():
-                raise assets.AssetLayoutError(f"Magnetic Tile image {jpg} has no mask {png.name}")
-            out.append(Sample(jpg, image, read_mask(png, image.shape), t))
-        return out
-
-    free = load_type("Free")
+    free = _magnetic_tile_type(folder, "Free")
     order = np.random.default_rng(seed).permutation(len(free))
     n_test = int(round(good_test_fraction * len(free)))
     good_test = [free[i] for i in sorted(order[:n_test])]
     train = [free[i] for i in sorted(order[n_test:])]
-    defects = [s for t in types for s in load_type(t)]
+    defects = [s for t in types for s in _magnetic_tile_type(folder, t)]
     split = Split("magnetic-tile", train, good_test, defects,
                   info={"seed": seed, "good_test_fraction": good_test_fraction, "root": str(folder)})
     return with_validation(split, validation_fraction, seed)
@@ -315,21 +316,18 @@ def load_magnetic_tile_differnet(root: str | Path | None = None, split_file: str
     names = [line.strip() for line in Path(split_file).read_text().splitlines() if line.strip()]
     if len(set(names)) != len(names):
         raise ValueError(f"{split_file} names some training images twice")
-    free = {p.name: p for p in (folder / "MT_Free" / "Imgs").glob("*.jpg")}
-    missing = [n for n in names if n not in free]
+    free = _magnetic_tile_type(folder, "Free")
+    on_disk = {s.path.name for s in free}
+    missing = [n for n in names if n not in on_disk]
     if missing:
         raise assets.AssetLayoutError(
             f"{len(missing)} training images named in {split_file} are not in {folder / 'MT_Free' / 'Imgs'} "
             f"(first: {missing[0]}): the split file does not belong to this copy of the Magnetic Tile set")
     train_names = set(names)
-    split = load_magnetic_tile(root=folder, good_test_fraction=0.5)      # every image, read once
-    everything = split.train + split.good_test
-    train = [s for s in everything if Path(s.path).name in train_names]
-    good_test = [s for s in everything if Path(s.path).name not in train_names]
-    order = {n: i for i, n in enumerate(sorted(free))}                  # file order, as load_magnetic_tile
-    train.sort(key=lambda s: order[Path(s.path).name])
-    good_test.sort(key=lambda s: order[Path(s.path).name])
-    return Split("magnetic-tile (DifferNet split)", train, good_test, list(split.defect_test),
+    train = [s for s in free if s.path.name in train_names]
+    good_test = [s for s in free if s.path.name not in train_names]
+    defects = [s for t in MAGNETIC_TILE_TYPES for s in _magnetic_tile_type(folder, t)]
+    return Split("magnetic-tile (DifferNet split)", train, good_test, defects,
                  info={"split_file": str(split_file), "root": str(folder)})
 
 
