@@ -11,24 +11,41 @@ import pytest
 
 from helpers import assets, data
 
-SHARED_ASSETS = (Path(__file__).resolve().parents[2] / "shared" / "assets").resolve()
+SHARED_ASSETS = (
+    Path(__file__).resolve().parents[2] / "shared" / "assets"
+).resolve()
 
 
 def _sha(b: bytes) -> str:
     return hashlib.sha256(b).hexdigest()
 
 
-def _toy_asset(monkeypatch, url: str, body: bytes, sha: str | None = None) -> assets.Asset:
+def _toy_asset(
+    monkeypatch, url: str, body: bytes, sha: str | None = None
+) -> assets.Asset:
     toy = assets.Asset(
-        name="toy", folder="toy", title="a toy file", licence="CC0", citation="none",
-        files=(assets.RemoteFile("toy.bin", url, sha if sha is not None else _sha(body)),),
-        required=("toy.bin",))
+        name="toy",
+        folder="toy",
+        title="a toy file",
+        licence="CC0",
+        citation="none",
+        files=(
+            assets.RemoteFile(
+                "toy.bin", url, sha if sha is not None else _sha(body)
+            ),
+        ),
+        required=("toy.bin",),
+    )
     monkeypatch.setitem(assets.ASSETS, "toy", toy)
     return toy
 
 
 def _leftovers(folder: Path) -> list[Path]:
-    return [p for p in folder.rglob("*") if p.is_file()] if folder.exists() else []
+    return (
+        [p for p in folder.rglob("*") if p.is_file()]
+        if folder.exists()
+        else []
+    )
 
 
 def test_found_in_assets_root(tmp_path, monkeypatch):
@@ -53,7 +70,9 @@ def test_local_file_checked_against_sha256sums(tmp_path, monkeypatch):
         assets.locate("toy")
 
 
-def test_downloaded_from_loopback_server(isolated_assets, http_server, monkeypatch):
+def test_downloaded_from_loopback_server(
+    isolated_assets, http_server, monkeypatch
+):
     body = bytes(range(256)) * 100
     http_server.routes["/toy.bin"] = {"body": body}
     _toy_asset(monkeypatch, http_server.url + "/toy.bin", body)
@@ -66,15 +85,24 @@ def test_downloaded_from_loopback_server(isolated_assets, http_server, monkeypat
     assert http_server.hits["/toy.bin"] == 1
 
 
-def test_hash_mismatch_rejected_and_nothing_left(isolated_assets, http_server, monkeypatch):
+def test_hash_mismatch_rejected_and_nothing_left(
+    isolated_assets, http_server, monkeypatch
+):
     http_server.routes["/toy.bin"] = {"body": b"the wrong file"}
-    _toy_asset(monkeypatch, http_server.url + "/toy.bin", b"", sha=_sha(b"the right file"))
+    _toy_asset(
+        monkeypatch,
+        http_server.url + "/toy.bin",
+        b"",
+        sha=_sha(b"the right file"),
+    )
     with pytest.raises(assets.AssetNotFoundError, match="sha256 mismatch"):
         assets.locate("toy")
     assert _leftovers(isolated_assets) == []
 
 
-def test_truncated_download_rejected(isolated_assets, http_server, monkeypatch):
+def test_truncated_download_rejected(
+    isolated_assets, http_server, monkeypatch
+):
     body = b"x" * 10_000
     http_server.routes["/toy.bin"] = {"body": body, "truncate": 4_000}
     _toy_asset(monkeypatch, http_server.url + "/toy.bin", body)
@@ -83,24 +111,45 @@ def test_truncated_download_rejected(isolated_assets, http_server, monkeypatch):
     assert _leftovers(isolated_assets) == []
 
 
-def test_server_errors_are_retried_a_bounded_number_of_times(tmp_path, http_server):
+def test_server_errors_are_retried_a_bounded_number_of_times(
+    tmp_path, http_server
+):
     body = b"eventually fine"
     http_server.routes["/flaky"] = {"body": body, "fail_times": 2}
     dest = tmp_path / "flaky.bin"
-    assets.download(http_server.url + "/flaky", dest, _sha(body), retries=3, backoff=0.01, progress=False)
+    assets.download(
+        http_server.url + "/flaky",
+        dest,
+        _sha(body),
+        retries=3,
+        backoff=0.01,
+        progress=False,
+    )
     assert dest.read_bytes() == body and http_server.hits["/flaky"] == 3
 
     http_server.routes["/down"] = {"body": body, "fail_times": 99}
     with pytest.raises(assets.DownloadError, match="after 2 attempts"):
-        assets.download(http_server.url + "/down", tmp_path / "down.bin", _sha(body), retries=2,
-                        backoff=0.01, progress=False)
+        assets.download(
+            http_server.url + "/down",
+            tmp_path / "down.bin",
+            _sha(body),
+            retries=2,
+            backoff=0.01,
+            progress=False,
+        )
     assert http_server.hits["/down"] == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["flaky.bin"]
 
 
 def test_client_error_is_not_retried(tmp_path, http_server):
     with pytest.raises(assets.DownloadError, match="HTTP 404"):
-        assets.download(http_server.url + "/missing", tmp_path / "m.bin", None, backoff=0.01, progress=False)
+        assets.download(
+            http_server.url + "/missing",
+            tmp_path / "m.bin",
+            None,
+            backoff=0.01,
+            progress=False,
+        )
     assert http_server.hits["/missing"] == 1
     assert list(tmp_path.iterdir()) == []
 
@@ -108,8 +157,14 @@ def test_client_error_is_not_retried(tmp_path, http_server):
 def test_slow_server_hits_the_timeout(tmp_path, http_server):
     http_server.routes["/slow"] = {"body": b"late", "delay": 2.0}
     with pytest.raises(assets.DownloadError, match="failed after 1 attempts"):
-        assets.download(http_server.url + "/slow", tmp_path / "slow.bin", None, timeout=0.3,
-                        retries=1, progress=False)
+        assets.download(
+            http_server.url + "/slow",
+            tmp_path / "slow.bin",
+            None,
+            timeout=0.3,
+            retries=1,
+            progress=False,
+        )
     assert list(tmp_path.iterdir()) == []
 
 
@@ -134,7 +189,9 @@ def test_empty_or_misnamed_folder_is_a_layout_error(tmp_path, monkeypatch):
     monkeypatch.setenv("VAD_OFFLINE", "1")
     with pytest.raises(assets.AssetLayoutError, match="MT_Free/Imgs"):
         assets.locate("magnetic-tile")
-    (root / "magnetic-tile" / "MT_free" / "Imgs").mkdir(parents=True)  # wrong case
+    (root / "magnetic-tile" / "MT_free" / "Imgs").mkdir(
+        parents=True
+    )  # wrong case
     (root / "magnetic-tile" / "MT_free" / "Imgs" / "a.jpg").write_bytes(b"")
     with pytest.raises(assets.AssetLayoutError, match="lacks"):
         assets.locate("magnetic-tile")
@@ -151,22 +208,41 @@ def test_every_asset_is_declared_with_source_licence_and_citation():
         for f in asset.files + ((asset.archive,) if asset.archive else ()):
             assert f.sha256 is None or len(f.sha256) == 64
         if asset.downloadable:
-            assert all((f.url or "").startswith("http") for f in asset.files + ((asset.archive,) if asset.archive else ()))
+            assert all(
+                (f.url or "").startswith("http")
+                for f in asset.files
+                + ((asset.archive,) if asset.archive else ())
+            )
 
 
-def test_download_of_idx_asset_then_load(isolated_assets, http_server, monkeypatch):
+def test_download_of_idx_asset_then_load(
+    isolated_assets, http_server, monkeypatch
+):
     """The MNIST loader works from a cache filled by the downloader (a tiny idx pair)."""
     images = np.arange(2 * 28 * 28, dtype=np.uint8).reshape(2, 28, 28)
     labels = np.array([1, 9], np.uint8)
-    img_bytes = gzip.compress(b"\x00\x00\x08\x03" + (2).to_bytes(4, "big") + (28).to_bytes(4, "big") * 2 + images.tobytes())
-    lab_bytes = gzip.compress(b"\x00\x00\x08\x01" + (2).to_bytes(4, "big") + labels.tobytes())
+    img_bytes = gzip.compress(
+        b"\x00\x00\x08\x03"
+        + (2).to_bytes(4, "big")
+        + (28).to_bytes(4, "big") * 2
+        + images.tobytes()
+    )
+    lab_bytes = gzip.compress(
+        b"\x00\x00\x08\x01" + (2).to_bytes(4, "big") + labels.tobytes()
+    )
     files = []
     for name in assets.get_asset("mnist").required:
         body = img_bytes if "images" in name else lab_bytes
         http_server.routes["/" + name] = {"body": body}
-        files.append(assets.RemoteFile(name, f"{http_server.url}/{name}", _sha(body)))
+        files.append(
+            assets.RemoteFile(name, f"{http_server.url}/{name}", _sha(body))
+        )
     real = assets.get_asset("mnist")
-    monkeypatch.setitem(assets.ASSETS, "mnist", assets.Asset(**{**real.__dict__, "files": tuple(files)}))
+    monkeypatch.setitem(
+        assets.ASSETS,
+        "mnist",
+        assets.Asset(**{**real.__dict__, "files": tuple(files)}),
+    )
     x, y = data.load_mnist("test")
     assert np.array_equal(x, images) and np.array_equal(y, labels)
 
@@ -175,7 +251,9 @@ def test_offline_bundle_works_as_an_assets_root(tmp_path, monkeypatch):
     """`python -m helpers.assets bundle DEST` gives a folder the book runs from with no network."""
     dest = tmp_path / "bundle"
     assets._main(["bundle", str(dest), "--assets", "mnist", "magnetic-tile"])
-    assert (dest / "SHA256SUMS").is_file() and (dest / "mnist" / "t10k-images-idx3-ubyte.gz").is_file()
+    assert (dest / "SHA256SUMS").is_file() and (
+        dest / "mnist" / "t10k-images-idx3-ubyte.gz"
+    ).is_file()
     monkeypatch.setenv("VAD_ASSETS", str(dest))
     monkeypatch.setenv("VAD_OFFLINE", "1")
     monkeypatch.setenv("VAD_CACHE", str(tmp_path / "empty-cache"))
@@ -187,13 +265,100 @@ def test_offline_bundle_works_as_an_assets_root(tmp_path, monkeypatch):
         assets.locate("fashion-mnist")
 
 
-def test_differnet_split_downloads_with_its_pinned_hash(isolated_assets, http_server, monkeypatch):
+def test_differnet_split_downloads_with_its_pinned_hash(
+    isolated_assets, http_server, monkeypatch
+):
     """The split file's pinned sha256 is that of the offline copy; served from a loopback URL in place of
     GitHub's, it downloads into the cache and passes the hash check."""
     body = (SHARED_ASSETS / "splits" / "mtd_differnet_train.txt").read_bytes()
     http_server.routes["/mtd_train_filenames.txt"] = {"body": body}
     real = assets.get_asset("mtd-differnet-split")
-    moved = assets.RemoteFile(real.files[0].path, http_server.url + "/mtd_train_filenames.txt", real.files[0].sha256)
-    monkeypatch.setitem(assets.ASSETS, real.name, assets.Asset(**{**real.__dict__, "files": (moved,)}))
+    moved = assets.RemoteFile(
+        real.files[0].path,
+        http_server.url + "/mtd_train_filenames.txt",
+        real.files[0].sha256,
+    )
+    monkeypatch.setitem(
+        assets.ASSETS,
+        real.name,
+        assets.Asset(**{**real.__dict__, "files": (moved,)}),
+    )
     path = assets.asset_file("mtd-differnet-split", "mtd_differnet_train.txt")
     assert path.read_bytes() == body and len(body.splitlines()) == 761
+
+
+def _tiny_mvtec_archive(category: str) -> bytes:
+    """A tar.xz laid out as MVTec AD's per-category archives: <category>/train/good, test/<defect>,
+    ground_truth/<defect>/<stem>_mask.png."""
+    import io
+    import tarfile
+
+    from PIL import Image
+
+    def png(array: np.ndarray) -> bytes:
+        buf = io.BytesIO()
+        Image.fromarray(array).save(buf, format="PNG")
+        return buf.getvalue()
+
+    image = np.full((16, 16, 3), 120, np.uint8)
+    mask = np.zeros((16, 16), np.uint8)
+    mask[4:8, 4:8] = 255
+    members = {
+        f"{category}/train/good/000.png": png(image),
+        f"{category}/train/good/001.png": png(image),
+        f"{category}/test/good/000.png": png(image),
+        f"{category}/test/crack/000.png": png(image),
+        f"{category}/ground_truth/crack/000_mask.png": png(mask),
+        f"{category}/license.txt": b"CC BY-NC-SA 4.0",
+    }
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w:xz") as tar:
+        for name, body in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(body)
+            tar.addfile(info, io.BytesIO(body))
+    return out.getvalue()
+
+
+def test_mvtec_category_downloads_its_own_archive_not_the_whole_set(
+    isolated_assets, http_server, monkeypatch
+):
+    """One category comes from its own archive (about 100-700 MB), not the 5.3 GB set: served from a
+    loopback URL with its sha256, it is downloaded, checked, unpacked and read by load_mvtec."""
+    real = assets.get_asset("mvtec-ad")
+    assert set(real.part_archives) == set(assets.MVTEC_CATEGORIES)
+    for category, remote in real.part_archives.items():
+        assert remote.url.startswith("https://www.mydrive.ch/shares/")
+        assert remote.url.endswith(f"/{category}.tar.xz")
+        assert (
+            len(remote.sha256) == 64 and remote.sha256 != real.archive.sha256
+        )
+    body = _tiny_mvtec_archive("bottle")
+    http_server.routes["/bottle.tar.xz"] = {"body": body}
+    parts = dict(real.part_archives)
+    parts["bottle"] = assets.RemoteFile(
+        "mvtec-bottle.tar.xz", http_server.url + "/bottle.tar.xz", _sha(body)
+    )
+    whole = assets.RemoteFile(  # must not be asked for
+        "whole.tar.xz", http_server.url + "/whole.tar.xz", _sha(b"x")
+    )
+    monkeypatch.setitem(
+        assets.ASSETS,
+        real.name,
+        assets.Asset(
+            **{**real.__dict__, "part_archives": parts, "archive": whole}
+        ),
+    )
+    split = data.load_mvtec("bottle")
+    assert split.counts() == {"train": 2, "good_test": 1, "crack": 1}
+    assert split.defect_test[0].mask.sum() == 16
+    assert http_server.hits == {"/bottle.tar.xz": 1}
+    # a damaged download is rejected before anything is unpacked
+    parts["zipper"] = assets.RemoteFile(
+        "mvtec-zipper.tar.xz",
+        http_server.url + "/bottle.tar.xz",
+        _sha(b"other"),
+    )
+    with pytest.raises(assets.AssetNotFoundError, match="sha256"):
+        data.load_mvtec("zipper")
+    assert not (isolated_assets / "mvtec-ad" / "zipper").exists()
