@@ -16,8 +16,18 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from . import assets
 
 MAGNETIC_TILE_TYPES = ("Blowhole", "Break", "Crack", "Fray", "Uneven")
-FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-                         "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 
 
@@ -38,16 +48,22 @@ def read_idx(path: str | Path) -> np.ndarray:
         with opener(path, "rb") as fh:
             raw = fh.read()
     except (OSError, EOFError) as err:
-        raise ValueError(f"{path} is not a readable idx{'.gz' if path.suffix == '.gz' else ''} file: {err}") from err
+        raise ValueError(
+            f"{path} is not a readable idx{'.gz' if path.suffix == '.gz' else ''} file: {err}"
+        ) from err
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
         raise ValueError(f"{path} is not an idx file (bad magic number)")
     if raw[2] != 0x08:
-        raise ValueError(f"{path}: only unsigned-byte idx files are supported (type code {raw[2]:#x})")
+        raise ValueError(
+            f"{path}: only unsigned-byte idx files are supported (type code {raw[2]:#x})"
+        )
     ndim = raw[3]
-    shape = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
+    shape = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
     data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
     if data.size != int(np.prod(shape)):
-        raise ValueError(f"{path} is truncated: header says {shape}, found {data.size} values")
+        raise ValueError(
+            f"{path} is truncated: header says {shape}, found {data.size} values"
+        )
     return data.reshape(shape)
 
 
@@ -59,7 +75,9 @@ def _load_idx_pair(asset: str, split: str) -> tuple[np.ndarray, np.ndarray]:
     images = read_idx(folder / f"{prefix}-images-idx3-ubyte.gz")
     labels = read_idx(folder / f"{prefix}-labels-idx1-ubyte.gz")
     if images.shape[0] != labels.shape[0]:
-        raise ValueError(f"{asset} {split}: {images.shape[0]} images but {labels.shape[0]} labels")
+        raise ValueError(
+            f"{asset} {split}: {images.shape[0]} images but {labels.shape[0]} labels"
+        )
     return images, labels
 
 
@@ -136,16 +154,22 @@ def with_validation(split: Split, fraction: float, seed: int = 0) -> Split:
     same good test images as one that does.
     """
     if not 0.0 <= fraction < 1.0:
-        raise ValueError(f"validation_fraction must be in [0, 1), got {fraction}: it is the share of the "
-                         "training images and of each defect type's test images kept for choosing settings")
+        raise ValueError(
+            f"validation_fraction must be in [0, 1), got {fraction}: it is the share of the "
+            "training images and of each defect type's test images kept for choosing settings"
+        )
     if split.good_validation or split.defect_validation:
         raise ValueError(f"split {split.name!r} already has a validation set")
     if fraction == 0.0:
         return split
-    rng = np.random.default_rng([seed, 1])           # apart from the stream that drew the good test images
+    rng = np.random.default_rng(
+        [seed, 1]
+    )  # apart from the stream that drew the good test images
     n_val = int(round(fraction * len(split.train)))
     if n_val >= len(split.train):
-        raise ValueError(f"validation_fraction {fraction} leaves no training image of {len(split.train)}")
+        raise ValueError(
+            f"validation_fraction {fraction} leaves no training image of {len(split.train)}"
+        )
     pick = set(rng.permutation(len(split.train))[:n_val].tolist())
     train = [s for i, s in enumerate(split.train) if i not in pick]
     good_val = [s for i, s in enumerate(split.train) if i in pick]
@@ -156,9 +180,15 @@ def with_validation(split: Split, fraction: float, seed: int = 0) -> Split:
         chosen = set(rng.permutation(len(of_type))[:n].tolist())
         defect_val += [s for i, s in enumerate(of_type) if i in chosen]
         defect_test += [s for i, s in enumerate(of_type) if i not in chosen]
-    return Split(split.name, train, list(split.good_test), defect_test,
-                 info={**split.info, "validation_fraction": fraction},
-                 good_validation=good_val, defect_validation=defect_val)
+    return Split(
+        split.name,
+        train,
+        list(split.good_test),
+        defect_test,
+        info={**split.info, "validation_fraction": fraction},
+        good_validation=good_val,
+        defect_validation=defect_val,
+    )
 
 
 GREY_MODES = ("L", "LA", "1", "I;16", "I;16B", "I;16L", "I", "F")
@@ -171,7 +201,9 @@ def _open_image(path: Path) -> Image.Image:
     if not path.exists():
         raise FileNotFoundError(f"image file {path} does not exist")
     if not path.is_file():
-        raise ValueError(f"{path} is not a file (a folder?): pass the path of one image file")
+        raise ValueError(
+            f"{path} is not a file (a folder?): pass the path of one image file"
+        )
     try:
         with Image.open(path) as img:
             img.load()
@@ -180,10 +212,14 @@ def _open_image(path: Path) -> Image.Image:
                 upright = img.copy()
             return upright
     except Image.DecompressionBombError as err:
-        raise ValueError(f"{path} is too large to read safely ({err}); resize it first, or raise "
-                         "PIL.Image.MAX_IMAGE_PIXELS if you trust the file") from err
+        raise ValueError(
+            f"{path} is too large to read safely ({err}); resize it first, or raise "
+            "PIL.Image.MAX_IMAGE_PIXELS if you trust the file"
+        ) from err
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise ValueError(f"{path} is not a readable image (unreadable or truncated): {err}") from err
+        raise ValueError(
+            f"{path} is not a readable image (unreadable or truncated): {err}"
+        ) from err
 
 
 def _to_8bit(img: Image.Image) -> Image.Image:
@@ -194,8 +230,14 @@ def _to_8bit(img: Image.Image) -> Image.Image:
     arr = np.asarray(img, dtype=np.float64)
     if not np.isfinite(arr).all():
         raise ValueError("image contains NaN or infinite values")
-    top = 65535.0 if arr.max() > 255 else (1.0 if img.mode == "F" and arr.max() <= 1 else 255.0)
-    return Image.fromarray(np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8))
+    top = (
+        65535.0
+        if arr.max() > 255
+        else (1.0 if img.mode == "F" and arr.max() <= 1 else 255.0)
+    )
+    return Image.fromarray(
+        np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    )
 
 
 def read_image(path: str | Path, mode: str = "L") -> np.ndarray:
@@ -236,7 +278,10 @@ def read_mask(path: str | Path, shape: tuple[int, int]) -> np.ndarray:
         img = _to_8bit(img)
     except ValueError as err:
         raise ValueError(f"mask {path}: {err}") from None
-    arr = np.asarray(img.convert("RGBA") if img.mode not in ("L", "RGB", "RGBA") else img, dtype=np.uint8)
+    arr = np.asarray(
+        img.convert("RGBA") if img.mode not in ("L", "RGB", "RGBA") else img,
+        dtype=np.uint8,
+    )
     if arr.ndim == 3:
         raw = arr[..., :3].max(axis=2)
         if arr.shape[2] == 4:
@@ -246,8 +291,10 @@ def read_mask(path: str | Path, shape: tuple[int, int]) -> np.ndarray:
     top = int(raw.max(initial=0))
     mask = raw > 0 if top < 128 else raw >= 128
     if mask.shape != tuple(shape):
-        raise ValueError(f"mask {path} has size {mask.shape[::-1]} (w, h) but its image has "
-                         f"{tuple(shape)[::-1]}: masks must match their image pixel for pixel")
+        raise ValueError(
+            f"mask {path} has size {mask.shape[::-1]} (w, h) but its image has "
+            f"{tuple(shape)[::-1]}: masks must match their image pixel for pixel"
+        )
     return mask
 
 
@@ -255,11 +302,16 @@ def _magnetic_tile_folder(root: str | Path | None) -> Path:
     if root is None:
         return assets.locate("magnetic-tile")
     root = Path(root)
-    missing = [t for t in ("Free",) + MAGNETIC_TILE_TYPES if not any((root / f"MT_{t}" / "Imgs").glob("*.jpg"))]
+    missing = [
+        t
+        for t in ("Free",) + MAGNETIC_TILE_TYPES
+        if not any((root / f"MT_{t}" / "Imgs").glob("*.jpg"))
+    ]
     if missing:
         raise assets.AssetLayoutError(
             f"{root} is not a Magnetic Tile Defect folder: no images in "
-            f"{', '.join(f'MT_{t}/Imgs' for t in missing)} (expected MT_<Type>/Imgs/<name>.jpg + .png masks)")
+            f"{', '.join(f'MT_{t}/Imgs' for t in missing)} (expected MT_<Type>/Imgs/<name>.jpg + .png masks)"
+        )
     return root
 
 
@@ -270,15 +322,20 @@ def _magnetic_tile_type(folder: Path, t: str) -> list[Sample]:
         image = read_image(jpg, "L")
         png = jpg.with_suffix(".png")
         if not png.is_file():
-            raise assets.AssetLayoutError(f"Magnetic Tile image {jpg} has no mask {png.name}")
+            raise assets.AssetLayoutError(
+                f"Magnetic Tile image {jpg} has no mask {png.name}"
+            )
         out.append(Sample(jpg, image, read_mask(png, image.shape), t))
     return out
 
 
-def load_magnetic_tile(seed: int = 0, good_test_fraction: float = 0.4,
-                       root: str | Path | None = None,
-                       types: tuple[str, ...] = MAGNETIC_TILE_TYPES,
-                       validation_fraction: float = 0.0) -> Split:
+def load_magnetic_tile(
+    seed: int = 0,
+    good_test_fraction: float = 0.4,
+    root: str | Path | None = None,
+    types: tuple[str, ...] = MAGNETIC_TILE_TYPES,
+    validation_fraction: float = 0.0,
+) -> Split:
     """The Magnetic Tile Defect set (Huang et al. 2020) in its native ``MT_<Type>/Imgs`` layout.
 
     Defect-free (``MT_Free``) images are split with ``seed``: ``good_test_fraction`` of them are
@@ -287,10 +344,14 @@ def load_magnetic_tile(seed: int = 0, good_test_fraction: float = 0.4,
     validation set out of the training pool and of each defect type (:func:`with_validation`).
     """
     if not 0.0 < good_test_fraction < 1.0:
-        raise ValueError(f"good_test_fraction must be in (0, 1), got {good_test_fraction}")
+        raise ValueError(
+            f"good_test_fraction must be in (0, 1), got {good_test_fraction}"
+        )
     unknown = set(types) - set(MAGNETIC_TILE_TYPES)
     if unknown:
-        raise ValueError(f"unknown defect types {sorted(unknown)}; choose from {MAGNETIC_TILE_TYPES}")
+        raise ValueError(
+            f"unknown defect types {sorted(unknown)}; choose from {MAGNETIC_TILE_TYPES}"
+        )
     folder = _magnetic_tile_folder(root)
     free = _magnetic_tile_type(folder, "Free")
     order = np.random.default_rng(seed).permutation(len(free))
@@ -298,12 +359,23 @@ def load_magnetic_tile(seed: int = 0, good_test_fraction: float = 0.4,
     good_test = [free[i] for i in sorted(order[:n_test])]
     train = [free[i] for i in sorted(order[n_test:])]
     defects = [s for t in types for s in _magnetic_tile_type(folder, t)]
-    split = Split("magnetic-tile", train, good_test, defects,
-                  info={"seed": seed, "good_test_fraction": good_test_fraction, "root": str(folder)})
+    split = Split(
+        "magnetic-tile",
+        train,
+        good_test,
+        defects,
+        info={
+            "seed": seed,
+            "good_test_fraction": good_test_fraction,
+            "root": str(folder),
+        },
+    )
     return with_validation(split, validation_fraction, seed)
 
 
-def load_magnetic_tile_differnet(root: str | Path | None = None, split_file: str | Path | None = None) -> Split:
+def load_magnetic_tile_differnet(
+    root: str | Path | None = None, split_file: str | Path | None = None
+) -> Split:
     """The Magnetic Tile set on the published split of DifferNet (Rudolph et al. 2021), which the
     PatchCore paper's Magnetic Tile experiment follows: the 761 ``MT_Free`` images named in the split
     file are the training images, the other ``MT_Free`` images the good test images, and every defect
@@ -311,9 +383,18 @@ def load_magnetic_tile_differnet(root: str | Path | None = None, split_file: str
 
     ``split_file``: the list of training file names (default: the ``mtd-differnet-split`` asset)."""
     folder = _magnetic_tile_folder(root)
-    split_file = Path(split_file) if split_file is not None else assets.asset_file(
-        "mtd-differnet-split", "mtd_differnet_train.txt")
-    names = [line.strip() for line in Path(split_file).read_text().splitlines() if line.strip()]
+    split_file = (
+        Path(split_file)
+        if split_file is not None
+        else assets.asset_file(
+            "mtd-differnet-split", "mtd_differnet_train.txt"
+        )
+    )
+    names = [
+        line.strip()
+        for line in Path(split_file).read_text().splitlines()
+        if line.strip()
+    ]
     if len(set(names)) != len(names):
         raise ValueError(f"{split_file} names some training images twice")
     free = _magnetic_tile_type(folder, "Free")
@@ -322,65 +403,122 @@ def load_magnetic_tile_differnet(root: str | Path | None = None, split_file: str
     if missing:
         raise assets.AssetLayoutError(
             f"{len(missing)} training images named in {split_file} are not in {folder / 'MT_Free' / 'Imgs'} "
-            f"(first: {missing[0]}): the split file does not belong to this copy of the Magnetic Tile set")
+            f"(first: {missing[0]}): the split file does not belong to this copy of the Magnetic Tile set"
+        )
     train_names = set(names)
     train = [s for s in free if s.path.name in train_names]
     good_test = [s for s in free if s.path.name not in train_names]
-    defects = [s for t in MAGNETIC_TILE_TYPES for s in _magnetic_tile_type(folder, t)]
-    return Split("magnetic-tile (DifferNet split)", train, good_test, defects,
-                 info={"split_file": str(split_file), "root": str(folder)})
+    defects = [
+        s for t in MAGNETIC_TILE_TYPES for s in _magnetic_tile_type(folder, t)
+    ]
+    return Split(
+        "magnetic-tile (DifferNet split)",
+        train,
+        good_test,
+        defects,
+        info={"split_file": str(split_file), "root": str(folder)},
+    )
 
 
 def image_files(folder: Path) -> list[Path]:
     """The image files of ``folder`` by suffix (any case), sorted; hidden files (``.DS_Store``, the
     ``._name.png`` companions macOS writes on USB sticks) are skipped."""
-    return sorted(p for p in folder.iterdir()
-                  if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file())
+    return sorted(
+        p
+        for p in folder.iterdir()
+        if p.suffix.lower() in IMAGE_SUFFIXES
+        and not p.name.startswith(".")
+        and p.is_file()
+    )
 
 
 def _mvtec_images(folder: Path) -> list[Path]:
     files = image_files(folder)
     if not files:
-        raise assets.AssetLayoutError(f"MVTec AD folder {folder} holds no images")
+        raise assets.AssetLayoutError(
+            f"MVTec AD folder {folder} holds no images"
+        )
     return files
 
 
-def load_mvtec(category: str, root: str | Path | None = None, validation_fraction: float = 0.0,
-               seed: int = 0) -> Split:
+def load_mvtec(
+    category: str,
+    root: str | Path | None = None,
+    validation_fraction: float = 0.0,
+    seed: int = 0,
+) -> Split:
     """One MVTec AD category (Bergmann et al. 2019) in its standard layout, RGB images.
 
     ``root`` is a folder holding ``<category>/train/good``, ``<category>/test/<defect>`` and
     ``<category>/ground_truth/<defect>/<name>_mask.png``; by default the asset is located (and
     downloaded on demand when online). ``validation_fraction`` > 0 carves a validation set out of
     ``train/good`` and of each defect type (:func:`with_validation`, drawn with ``seed``).
+    With ``root``, ``category`` may be any folder name: your own parts in MVTec AD's layout.
     """
     if not 0.0 <= validation_fraction < 1.0:
-        raise ValueError(f"validation_fraction must be in [0, 1), got {validation_fraction}")
-    if category not in assets.MVTEC_CATEGORIES:
-        raise ValueError(f"unknown MVTec AD category {category!r}; choose from {assets.MVTEC_CATEGORIES}")
-    base = Path(root) if root is not None else assets.locate("mvtec-ad", subfolder=category)
+        raise ValueError(
+            f"validation_fraction must be in [0, 1), got {validation_fraction}"
+        )
+    if root is None and category not in assets.MVTEC_CATEGORIES:
+        raise ValueError(
+            f"unknown MVTec AD category {category!r}; choose from "
+            f"{assets.MVTEC_CATEGORIES}, or pass root= to read a folder of "
+            "your own in the MVTec AD layout (any category name)"
+        )
+    if not category or Path(category).name != category:
+        raise ValueError(
+            f"category must be a folder name (no path), got {category!r}"
+        )
+    base = (
+        Path(root)
+        if root is not None
+        else assets.locate("mvtec-ad", subfolder=category)
+    )
     folder = base / category
     for split in ("train/good", "test/good"):
         if not (folder / split).is_dir():
             raise assets.AssetLayoutError(
                 f"{folder} is not an MVTec AD category folder: '{split}' is missing "
-                "(expected train/good, test/<defect>, ground_truth/<defect>)")
-    train = [Sample(p, read_image(p, "RGB"), np.zeros(0, bool), "good")
-             for p in _mvtec_images(folder / "train" / "good")]
+                "(expected train/good, test/<defect>, ground_truth/<defect>)"
+            )
+    train = [
+        Sample(p, read_image(p, "RGB"), np.zeros(0, bool), "good")
+        for p in _mvtec_images(folder / "train" / "good")
+    ]
     for s in train:
         s.mask = np.zeros(s.image.shape[:2], bool)
     good, defects = [], []
-    for defect_dir in sorted(d for d in (folder / "test").iterdir() if d.is_dir()):
+    for defect_dir in sorted(
+        d for d in (folder / "test").iterdir() if d.is_dir()
+    ):
         for p in _mvtec_images(defect_dir):
             image = read_image(p, "RGB")
             if defect_dir.name == "good":
-                good.append(Sample(p, image, np.zeros(image.shape[:2], bool), "good"))
+                good.append(
+                    Sample(p, image, np.zeros(image.shape[:2], bool), "good")
+                )
                 continue
-            mask_path = folder / "ground_truth" / defect_dir.name / f"{p.stem}_mask.png"
+            mask_path = (
+                folder
+                / "ground_truth"
+                / defect_dir.name
+                / f"{p.stem}_mask.png"
+            )
             if not mask_path.is_file():
-                raise assets.AssetLayoutError(f"MVTec AD test image {p} has no mask {mask_path}")
-            defects.append(Sample(p, image, read_mask(mask_path, image.shape[:2]), defect_dir.name))
+                raise assets.AssetLayoutError(
+                    f"MVTec AD test image {p} has no mask {mask_path}"
+                )
+            defects.append(
+                Sample(
+                    p,
+                    image,
+                    read_mask(mask_path, image.shape[:2]),
+                    defect_dir.name,
+                )
+            )
     if not defects:
         raise assets.AssetLayoutError(f"{folder}/test holds no defect folders")
-    split = Split(f"mvtec-{category}", train, good, defects, info={"root": str(folder)})
+    split = Split(
+        f"mvtec-{category}", train, good, defects, info={"root": str(folder)}
+    )
     return with_validation(split, validation_fraction, seed)

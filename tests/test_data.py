@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gzip
 
+import shutil
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -12,7 +14,11 @@ from helpers import assets, data
 
 
 def _idx(shape, values) -> bytes:
-    header = b"\x00\x00\x08" + bytes([len(shape)]) + b"".join(int(s).to_bytes(4, "big") for s in shape)
+    header = (
+        b"\x00\x00\x08"
+        + bytes([len(shape)])
+        + b"".join(int(s).to_bytes(4, "big") for s in shape)
+    )
     return header + np.asarray(values, np.uint8).tobytes()
 
 
@@ -37,22 +43,36 @@ def test_read_idx_roundtrip_and_errors(tmp_path):
 
 def test_real_mnist_and_fashion_mnist():
     x, y = data.load_mnist("test")
-    assert x.shape == (10000, 28, 28) and x.dtype == np.uint8 and y.shape == (10000,)
-    assert np.bincount(data.load_mnist("train")[1]).tolist()[:3] == [5923, 6742, 5958]
+    assert (
+        x.shape == (10000, 28, 28)
+        and x.dtype == np.uint8
+        and y.shape == (10000,)
+    )
+    assert np.bincount(data.load_mnist("train")[1]).tolist()[:3] == [
+        5923,
+        6742,
+        5958,
+    ]
     xf, yf = data.load_fashion_mnist("train")
-    assert xf.shape == (60000, 28, 28) and np.bincount(yf).tolist() == [6000] * 10
+    assert (
+        xf.shape == (60000, 28, 28) and np.bincount(yf).tolist() == [6000] * 10
+    )
     with pytest.raises(ValueError, match="'train' or 'test'"):
         data.load_mnist("validation")
 
 
-def _write_tile_tree(root, n_free=10, types=data.MAGNETIC_TILE_TYPES, mask_size=None):
+def _write_tile_tree(
+    root, n_free=10, types=data.MAGNETIC_TILE_TYPES, mask_size=None
+):
     rng = np.random.default_rng(0)
     for t in ("Free",) + tuple(types):
         folder = root / f"MT_{t}" / "Imgs"
         folder.mkdir(parents=True)
         for i in range(n_free if t == "Free" else 2):
             h, w = 20 + i, 30
-            Image.fromarray(rng.integers(0, 255, (h, w), dtype=np.uint8)).save(folder / f"exp{i}.jpg")
+            Image.fromarray(rng.integers(0, 255, (h, w), dtype=np.uint8)).save(
+                folder / f"exp{i}.jpg"
+            )
             mask = np.zeros(mask_size or (h, w), np.uint8)
             if t != "Free":
                 mask[5:9, 5:9] = 255
@@ -65,11 +85,17 @@ def test_magnetic_tile_split_is_seeded_and_complete(tmp_path):
     b = data.load_magnetic_tile(seed=0, root=tmp_path)
     c = data.load_magnetic_tile(seed=1, root=tmp_path)
     names = lambda split: [s.path.name for s in split]
-    assert names(a.good_test) == names(b.good_test) and names(a.good_test) != names(c.good_test)
+    assert names(a.good_test) == names(b.good_test) and names(
+        a.good_test
+    ) != names(c.good_test)
     assert len(a.good_test) == 4 and len(a.train) == 6
     assert not set(names(a.train)) & set(names(a.good_test))
-    assert len(a.defect_test) == 10 and all(s.mask.sum() == 16 for s in a.defect_test)
-    assert all(s.image.dtype == np.uint8 and s.mask.dtype == bool for s in a.test)
+    assert len(a.defect_test) == 10 and all(
+        s.mask.sum() == 16 for s in a.defect_test
+    )
+    assert all(
+        s.image.dtype == np.uint8 and s.mask.dtype == bool for s in a.test
+    )
 
 
 def test_magnetic_tile_missing_split_and_bad_masks(tmp_path):
@@ -80,53 +106,106 @@ def test_magnetic_tile_missing_split_and_bad_masks(tmp_path):
     with pytest.raises(ValueError, match="masks must match their image"):
         data.load_magnetic_tile(root=tmp_path / "masks")
     with pytest.raises(ValueError, match="good_test_fraction"):
-        data.load_magnetic_tile(good_test_fraction=1.0, root=tmp_path / "masks")
+        data.load_magnetic_tile(
+            good_test_fraction=1.0, root=tmp_path / "masks"
+        )
 
 
 def test_masks_grey_edges_and_zero_one_masks(tmp_path):
     grey = np.zeros((6, 6), np.uint8)
     grey[1:4, 1:4] = 255
-    grey[0, 1:4] = 100                                   # antialiased edge below the threshold
-    grey[4, 1:4] = 200                                   # and above it
+    grey[0, 1:4] = 100  # antialiased edge below the threshold
+    grey[4, 1:4] = 200  # and above it
     Image.fromarray(grey).save(tmp_path / "grey.png")
     m = data.read_mask(tmp_path / "grey.png", (6, 6))
-    assert m.dtype == bool and m.sum() == 12 and not m[0].any() and m[4, 1:4].all()
-    Image.fromarray((grey == 255).astype(np.uint8)).save(tmp_path / "zero_one.png")   # 0/1, not 0/255
-    assert data.read_mask(tmp_path / "zero_one.png", (6, 6)).sum() == 9, "a 0/1 mask must not read as empty"
+    assert (
+        m.dtype == bool
+        and m.sum() == 12
+        and not m[0].any()
+        and m[4, 1:4].all()
+    )
+    Image.fromarray((grey == 255).astype(np.uint8)).save(
+        tmp_path / "zero_one.png"
+    )  # 0/1, not 0/255
+    assert data.read_mask(tmp_path / "zero_one.png", (6, 6)).sum() == 9, (
+        "a 0/1 mask must not read as empty"
+    )
     with pytest.raises(ValueError, match=r"has size \(6, 6\).*\(7, 6\)"):
         data.read_mask(tmp_path / "grey.png", (6, 7))
 
 
 def test_real_magnetic_tile_counts():
     split = data.load_magnetic_tile(seed=0)
-    assert split.counts() == {"train": 571, "good_test": 381, "Blowhole": 115, "Break": 85,
-                              "Crack": 57, "Fray": 32, "Uneven": 103}
-    assert all(s.image.ndim == 2 and s.image.shape == s.mask.shape for s in split.test)
-    held = data.load_magnetic_tile(seed=0, validation_fraction=0.25)   # the split of chapters I.5 and I.6
-    assert held.counts() == {"train": 428, "good_test": 381, "Blowhole": 86, "Break": 64, "Crack": 43,
-                             "Fray": 24, "Uneven": 77, "good_validation": 143, "Blowhole_validation": 29,
-                             "Break_validation": 21, "Crack_validation": 14, "Fray_validation": 8,
-                             "Uneven_validation": 26}
+    assert split.counts() == {
+        "train": 571,
+        "good_test": 381,
+        "Blowhole": 115,
+        "Break": 85,
+        "Crack": 57,
+        "Fray": 32,
+        "Uneven": 103,
+    }
+    assert all(
+        s.image.ndim == 2 and s.image.shape == s.mask.shape for s in split.test
+    )
+    held = data.load_magnetic_tile(
+        seed=0, validation_fraction=0.25
+    )  # the split of chapters I.5 and I.6
+    assert held.counts() == {
+        "train": 428,
+        "good_test": 381,
+        "Blowhole": 86,
+        "Break": 64,
+        "Crack": 43,
+        "Fray": 24,
+        "Uneven": 77,
+        "good_validation": 143,
+        "Blowhole_validation": 29,
+        "Break_validation": 21,
+        "Crack_validation": 14,
+        "Fray_validation": 8,
+        "Uneven_validation": 26,
+    }
 
 
 def test_validation_split_is_disjoint_stratified_and_seeded(tmp_path):
     _write_tile_tree(tmp_path)
     plain = data.load_magnetic_tile(seed=0, root=tmp_path)
-    split = data.load_magnetic_tile(seed=0, root=tmp_path, validation_fraction=0.3)
-    names = lambda samples: [s.path.parent.parent.name + "/" + s.path.name for s in samples]
+    split = data.load_magnetic_tile(
+        seed=0, root=tmp_path, validation_fraction=0.3
+    )
+    names = lambda samples: [
+        s.path.parent.parent.name + "/" + s.path.name for s in samples
+    ]
     # the good test images are those of the split without validation; nothing is lost or duplicated
     assert names(split.good_test) == names(plain.good_test)
-    assert sorted(names(split.train + split.good_validation)) == sorted(names(plain.train))
-    assert sorted(names(split.defect_test + split.defect_validation)) == sorted(names(plain.defect_test))
-    assert not set(names(split.validation)) & set(names(split.test + split.train))
+    assert sorted(names(split.train + split.good_validation)) == sorted(
+        names(plain.train)
+    )
+    assert sorted(
+        names(split.defect_test + split.defect_validation)
+    ) == sorted(names(plain.defect_test))
+    assert not set(names(split.validation)) & set(
+        names(split.test + split.train)
+    )
     assert len(split.good_validation) == round(0.3 * len(plain.train))
-    for t in data.MAGNETIC_TILE_TYPES:                   # every type in both, in proportion
+    for t in data.MAGNETIC_TILE_TYPES:  # every type in both, in proportion
         n = sum(s.defect_type == t for s in plain.defect_test)
-        assert sum(s.defect_type == t for s in split.defect_validation) == min(max(1, round(0.3 * n)), n - 1)
+        assert sum(s.defect_type == t for s in split.defect_validation) == min(
+            max(1, round(0.3 * n)), n - 1
+        )
         assert any(s.defect_type == t for s in split.defect_test)
-    again = data.load_magnetic_tile(seed=0, root=tmp_path, validation_fraction=0.3)
-    other = data.load_magnetic_tile(seed=1, root=tmp_path, validation_fraction=0.3)
-    assert names(again.validation) == names(split.validation) != names(other.validation)
+    again = data.load_magnetic_tile(
+        seed=0, root=tmp_path, validation_fraction=0.3
+    )
+    other = data.load_magnetic_tile(
+        seed=1, root=tmp_path, validation_fraction=0.3
+    )
+    assert (
+        names(again.validation)
+        == names(split.validation)
+        != names(other.validation)
+    )
     assert split.counts()["good_validation"] == len(split.good_validation)
     with pytest.raises(ValueError, match="validation_fraction must be in"):
         data.load_magnetic_tile(root=tmp_path, validation_fraction=1.0)
@@ -138,15 +217,29 @@ def test_validation_split_is_disjoint_stratified_and_seeded(tmp_path):
 def _write_mvtec_tree(root, category="bottle", with_masks=True):
     rng = np.random.default_rng(0)
     base = root / category
-    for sub in ("train/good", "test/good", "test/broken_large", "ground_truth/broken_large"):
+    for sub in (
+        "train/good",
+        "test/good",
+        "test/broken_large",
+        "ground_truth/broken_large",
+    ):
         (base / sub).mkdir(parents=True)
     for i in range(3):
-        Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(base / "train/good" / f"{i:03d}.png")
-        Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(base / "test/good" / f"{i:03d}.png")
-        Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(base / "test/broken_large" / f"{i:03d}.png")
+        Image.fromarray(
+            rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)
+        ).save(base / "train/good" / f"{i:03d}.png")
+        Image.fromarray(
+            rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)
+        ).save(base / "test/good" / f"{i:03d}.png")
+        Image.fromarray(
+            rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)
+        ).save(base / "test/broken_large" / f"{i:03d}.png")
         if with_masks:
-            m = np.zeros((16, 16), np.uint8); m[2:5, 2:5] = 255
-            Image.fromarray(m).save(base / "ground_truth/broken_large" / f"{i:03d}_mask.png")
+            m = np.zeros((16, 16), np.uint8)
+            m[2:5, 2:5] = 255
+            Image.fromarray(m).save(
+                base / "ground_truth/broken_large" / f"{i:03d}_mask.png"
+            )
 
 
 def test_mvtec_layout(tmp_path):
@@ -156,10 +249,23 @@ def test_mvtec_layout(tmp_path):
     assert split.train[0].image.shape == (16, 16, 3)
     assert all(s.mask.sum() == 9 for s in split.defect_test)
     held = data.load_mvtec("bottle", root=tmp_path, validation_fraction=0.34)
-    assert held.counts() == {"train": 2, "good_test": 3, "broken_large": 2, "good_validation": 1,
-                             "broken_large_validation": 1}
+    assert held.counts() == {
+        "train": 2,
+        "good_test": 3,
+        "broken_large": 2,
+        "good_validation": 1,
+        "broken_large_validation": 1,
+    }
     with pytest.raises(ValueError, match="unknown MVTec AD category"):
+        data.load_mvtec("bottles")  # not a category MVTec publishes
+    # with root=, any category name: a reader's own parts in MVTec AD's layout
+    shutil.copytree(tmp_path / "bottle", tmp_path / "own" / "my_part")
+    own = data.load_mvtec("my_part", root=tmp_path / "own")
+    assert own.name == "mvtec-my_part" and own.counts() == split.counts()
+    with pytest.raises(assets.AssetLayoutError, match="train/good"):
         data.load_mvtec("bottles", root=tmp_path)
+    with pytest.raises(ValueError, match="folder name"):
+        data.load_mvtec("../bottle", root=tmp_path / "own")
     with pytest.raises(assets.AssetLayoutError, match="train/good"):
         data.load_mvtec("cable", root=tmp_path)
     _write_mvtec_tree(tmp_path / "nomask", with_masks=False)
@@ -193,20 +299,43 @@ def test_differnet_split_follows_its_file(tmp_path):
     names = [f"exp{i}.jpg" for i in (7, 0, 3, 5, 1, 8)]
     split_file = tmp_path / "train.txt"
     split_file.write_text("\n".join(names) + "\n")
-    split = data.load_magnetic_tile_differnet(root=tmp_path / "mt", split_file=split_file)
+    split = data.load_magnetic_tile_differnet(
+        root=tmp_path / "mt", split_file=split_file
+    )
     assert [s.path.name for s in split.train] == sorted(names)
-    assert [s.path.name for s in split.good_test] == ["exp2.jpg", "exp4.jpg", "exp6.jpg", "exp9.jpg"]
-    assert len(split.defect_test) == 2 * len(data.MAGNETIC_TILE_TYPES) and not split.validation
+    assert [s.path.name for s in split.good_test] == [
+        "exp2.jpg",
+        "exp4.jpg",
+        "exp6.jpg",
+        "exp9.jpg",
+    ]
+    assert (
+        len(split.defect_test) == 2 * len(data.MAGNETIC_TILE_TYPES)
+        and not split.validation
+    )
     split_file.write_text("exp1.jpg\nexp42.jpg\n")
     with pytest.raises(assets.AssetLayoutError, match="exp42.jpg"):
-        data.load_magnetic_tile_differnet(root=tmp_path / "mt", split_file=split_file)
+        data.load_magnetic_tile_differnet(
+            root=tmp_path / "mt", split_file=split_file
+        )
     split_file.write_text("exp1.jpg\nexp1.jpg\n")
     with pytest.raises(ValueError, match="twice"):
-        data.load_magnetic_tile_differnet(root=tmp_path / "mt", split_file=split_file)
+        data.load_magnetic_tile_differnet(
+            root=tmp_path / "mt", split_file=split_file
+        )
 
 
 def test_real_differnet_split_counts():
     split = data.load_magnetic_tile_differnet()
-    assert split.counts() == {"train": 761, "good_test": 191, "Blowhole": 115, "Break": 85,
-                              "Crack": 57, "Fray": 32, "Uneven": 103}
-    assert not {s.path.name for s in split.train} & {s.path.name for s in split.good_test}
+    assert split.counts() == {
+        "train": 761,
+        "good_test": 191,
+        "Blowhole": 115,
+        "Break": 85,
+        "Crack": 57,
+        "Fray": 32,
+        "Uneven": 103,
+    }
+    assert not {s.path.name for s in split.train} & {
+        s.path.name for s in split.good_test
+    }
