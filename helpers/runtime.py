@@ -1,4 +1,5 @@
-"""Run-time settings shared by every chapter: quick/full mode, seeding and the compute device."""
+"""Run-time settings shared by every chapter: quick/full mode, seeding and the
+compute device."""
 
 from __future__ import annotations
 
@@ -14,12 +15,15 @@ _MODES = ("quick", "full")
 def book_mode(quick: bool | None = None) -> str:
     """Return ``"quick"`` or ``"full"``.
 
-    ``quick`` (a notebook's papermill parameter) wins when it is not ``None``; otherwise the
-    ``BOOK_MODE`` environment variable decides, and ``full`` (the articles' settings) is the default.
+    ``quick`` (a notebook's papermill parameter) wins when it is not ``None``;
+    otherwise the ``BOOK_MODE`` environment variable decides, and ``full`` (the
+    articles' settings) is the default.
     """
     if quick is not None:
         if not isinstance(quick, bool):
-            raise TypeError(f"quick must be True, False or None, got {quick!r}")
+            raise TypeError(
+                f"quick must be True, False or None, got {quick!r}"
+            )
         return "quick" if quick else "full"
     value = os.environ.get(MODE_VARIABLE, "full").strip().lower() or "full"
     if value not in _MODES:
@@ -36,10 +40,13 @@ def is_quick(quick: bool | None = None) -> bool:
 
 
 def mode_banner(quick: bool | None = None) -> str:
-    """One line that a chapter prints so the rendered page says which settings produced it."""
+    """One line that a chapter prints so the rendered page says which settings
+    produced it."""
     if is_quick(quick):
-        return ("Build mode: QUICK (a smoke run: reduced settings so the book builds fast in CI; its numbers "
-                "are not conclusions, and the discussion in the text is about a full build's numbers)")
+        return (
+            "Build mode: QUICK (a smoke run: reduced settings so the book builds fast in CI; its numbers "
+            "are not conclusions, and the discussion in the text is about a full build's numbers)"
+        )
     return "Build mode: FULL (the articles' settings)"
 
 
@@ -49,7 +56,8 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed)
     try:
         import torch
-    except ImportError:  # pragma: no cover - torch is part of the pinned environment
+    except ImportError:  # pragma: no cover
+        # torch is part of the pinned environment
         torch = None
     if torch is not None:
         torch.manual_seed(seed)
@@ -60,7 +68,8 @@ def seed_everything(seed: int) -> None:
 
 
 def torch_device(prefer: str | None = None):
-    """The torch device to use: ``prefer`` if given, else CUDA when present, else CPU."""
+    """The torch device to use: ``prefer`` if given, else CUDA when present,
+    else CPU."""
     import torch
 
     if prefer is not None:

@@ -1,4 +1,5 @@
-"""Sphinx extension: the rendered book says whether it was built in quick or full mode."""
+"""Sphinx extension: the rendered book says whether it was built in quick or
+full mode."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ from .runtime import book_mode
 def _announce(app, config) -> None:
     mode = book_mode()
     if mode == "quick":
-        text = ("Built in <b>quick</b> mode: reduced settings so the book builds in minutes; "
-                "numbers differ from the full build with the articles' settings.")
+        text = (
+            "Built in <b>quick</b> mode: reduced settings so the book builds in minutes; "
+            "numbers differ from the full build with the articles' settings."
+        )
     else:
         text = "Built in <b>full</b> mode: every chapter ran with the articles' settings."
     options = dict(config.html_theme_options or {})
@@ -20,4 +23,8 @@ def _announce(app, config) -> None:
 
 def setup(app):
     app.connect("config-inited", _announce)
-    return {"parallel_read_safe": True, "parallel_write_safe": True, "version": "1"}
+    return {
+        "parallel_read_safe": True,
+        "parallel_write_safe": True,
+        "version": "1",
+    }

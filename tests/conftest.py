@@ -1,4 +1,5 @@
-"""Shared fixtures: the offline assets root and a loopback HTTP server for download tests."""
+"""Shared fixtures: the offline assets root and a loopback HTTP server for
+download tests."""
 
 from __future__ import annotations
 
@@ -12,21 +13,34 @@ import pytest
 
 from helpers._compat import load_triton_before_tensorflow
 
-load_triton_before_tensorflow()  # test modules import both keras and torchvision
+# test modules import both keras and torchvision
+load_triton_before_tensorflow()
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_ASSETS = (ROOT.parent / "shared" / "assets").resolve()
 
-# The unit tests whose results depend on floating-point rounding (BLAS kernels, vectorised loops,
-# thread counts). `make test-variants` runs them again under other CPUs' kernel choices (see the
-# Makefile); the slow end-to-end tests of these modules stay out of that run.
+# The unit tests whose results depend on floating-point rounding (BLAS kernels,
+# vectorised loops, thread counts). `make test-variants` runs them again under
+# other CPUs' kernel choices (see the Makefile); the slow end-to-end tests of
+# these modules stay out of that run.
 NUMERIC_MODULES = {
-    "test_patchcore_scorer", "test_patchcore_features", "test_patchcore_sampler", "test_patchcore_metrics",
-    "test_patchcore_model", "test_patchcore_preprocess", "test_patchcore_evaluation", "test_vae_losses",
-    "test_vae_model_scoring", "test_vae_crops", "test_bad_inputs",
+    "test_patchcore_scorer",
+    "test_patchcore_features",
+    "test_patchcore_sampler",
+    "test_patchcore_metrics",
+    "test_patchcore_model",
+    "test_patchcore_preprocess",
+    "test_patchcore_evaluation",
+    "test_vae_losses",
+    "test_vae_model_scoring",
+    "test_vae_crops",
+    "test_bad_inputs",
 }
-SLOW_NUMERIC = {"test_torch_backend_trains", "test_determinism_same_seed_same_weights_and_scores",
-                "test_damaged_vae_cache_entry_is_trained_again"}
+SLOW_NUMERIC = {
+    "test_torch_backend_trains",
+    "test_determinism_same_seed_same_weights_and_scores",
+    "test_damaged_vae_cache_entry_is_trained_again",
+}
 
 
 def pytest_collection_modifyitems(config, items):
@@ -36,16 +50,18 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.numerics)
 
 
-# Tests run against the offline assets (CI and these machines have them beside the checkout).
+# Tests run against the offline assets (CI and
+# these machines have them beside the checkout).
 if not os.environ.get("VAD_ASSETS") and SHARED_ASSETS.is_dir():
     os.environ["VAD_ASSETS"] = str(SHARED_ASSETS)
 
 
 @pytest.fixture(scope="session")
 def quick_runs(tmp_path_factory):
-    """Every notebook executed once with papermill in quick mode, exactly as the book build does it;
-    the notebook tests re-run these under nbval and the book test builds from them.
-    Returns ``(folder, {notebook relative to notebooks/: helpers.book.Run})``."""
+    """Every notebook executed once with papermill in quick mode, exactly as
+    the book build does it; the notebook tests re-run these under nbval and the
+    book test builds from them. Returns
+    ``(folder, {notebook relative to notebooks/: helpers.book.Run})``."""
     from helpers import book
 
     out = tmp_path_factory.mktemp("executed-quick")
@@ -64,14 +80,16 @@ def isolated_assets(tmp_path, monkeypatch):
 
 
 class _Routes(dict):
-    """path -> dict(body=bytes, status=int, delay=float, truncate=int|None, fail_times=int)."""
+    """path -> dict(body=bytes, status=int, delay=float, truncate=int|None,
+    fail_times=int)."""
 
     hits: dict
 
 
 @pytest.fixture
 def http_server():
-    """A loopback HTTP server; tests add routes to ``server.routes`` and read ``server.url``."""
+    """A loopback HTTP server; tests add routes to ``server.routes`` and read
+    ``server.url``."""
     routes = _Routes()
     hits: dict[str, int] = {}
 

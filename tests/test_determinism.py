@@ -1,6 +1,7 @@
-"""Same seed, same numbers: the PatchCore and VAE pipelines run twice, each in a FRESH Python process,
-on a small slice of the real data (offline assets, the book's backbone), and must agree exactly;
-another seed must give another coreset and other weights."""
+"""Same seed, same numbers: the PatchCore and VAE pipelines run twice, each in
+a FRESH Python process, on a small slice of the real data (offline assets, the
+book's backbone), and must agree exactly; another seed must give another
+coreset and other weights."""
 
 from __future__ import annotations
 
@@ -55,19 +56,33 @@ VAE = textwrap.dedent("""
 
 def _run(script: str, seed: int) -> dict:
     env = dict(os.environ, PYTHONHASHSEED="0")
-    env.pop("VAD_MODEL_CACHE", None)   # really train, twice
-    out = subprocess.run([sys.executable, "-c", script, str(seed)], cwd=ROOT, env=env,
-                         capture_output=True, text=True, timeout=600)
+    env.pop("VAD_MODEL_CACHE", None)  # really train, twice
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(seed)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("name,script", [("patchcore", PATCHCORE), ("vae", VAE)])
-def test_pipeline_is_deterministic_across_processes_and_seed_matters(name, script):
+@pytest.mark.parametrize(
+    "name,script", [("patchcore", PATCHCORE), ("vae", VAE)]
+)
+def test_pipeline_is_deterministic_across_processes_and_seed_matters(
+    name, script
+):
     first, second, other = _run(script, 0), _run(script, 0), _run(script, 1)
     assert first == second, f"{name}: two runs with seed 0 differ"
     if name == "patchcore":
-        assert first["coreset"] != other["coreset"], "a different seed must give a different coreset"
+        assert first["coreset"] != other["coreset"], (
+            "a different seed must give a different coreset"
+        )
         assert len(first["coreset"]) == len(set(first["coreset"]))
     else:
-        assert first["weights"] != other["weights"], "a different seed must give different weights"
+        assert first["weights"] != other["weights"], (
+            "a different seed must give different weights"
+        )

@@ -3,8 +3,15 @@ import pytest
 import torch
 
 from helpers.patchcore.reference import kCenterGreedy
-from helpers.patchcore.sampler import (agreement, coreset_size, coverage_radius, greedy_coreset, jl_min_dim, project,
-                                       random_subset)
+from helpers.patchcore.sampler import (
+    agreement,
+    coreset_size,
+    coverage_radius,
+    greedy_coreset,
+    jl_min_dim,
+    project,
+    random_subset,
+)
 
 
 class _Identity:
@@ -14,12 +21,17 @@ class _Identity:
 
 def _article(x: np.ndarray, n: int) -> list[int]:
     sel = kCenterGreedy(x, 0, 0)
-    return [int(i) for i in sel.select_batch(model=_Identity(), already_selected=[], N=n)]
+    return [
+        int(i)
+        for i in sel.select_batch(model=_Identity(), already_selected=[], N=n)
+    ]
 
 
 def test_same_selection_as_article_kcentergreedy_from_index_0():
     x = np.random.default_rng(0).normal(size=(600, 16))
-    ours = greedy_coreset(torch.from_numpy(x), 40, start=0, progress=False).tolist()
+    ours = greedy_coreset(
+        torch.from_numpy(x), 40, start=0, progress=False
+    ).tolist()
     assert ours == _article(x, 40)
     assert ours[0] == 0  # the article's start-point bug: always patch 0
 
@@ -27,19 +39,26 @@ def test_same_selection_as_article_kcentergreedy_from_index_0():
 def test_same_selection_from_another_start():
     x = np.random.default_rng(1).normal(size=(500, 8))
     start = 123
-    perm = np.r_[start, np.delete(np.arange(500), start)]   # move `start` to row 0 for the article's code
+    # move `start` to row 0 for the article's code
+    perm = np.r_[start, np.delete(np.arange(500), start)]
     article = [int(perm[i]) for i in _article(x[perm], 30)]
-    ours = greedy_coreset(torch.from_numpy(x), 30, start=start, progress=False).tolist()
+    ours = greedy_coreset(
+        torch.from_numpy(x), 30, start=start, progress=False
+    ).tolist()
     assert ours == article
 
 
 def test_float32_selection_matches_and_radius():
     x = torch.randn(2000, 32, generator=torch.Generator().manual_seed(2))
-    idx, radius = greedy_coreset(x, 50, start=0, progress=False, return_radius=True)
-    # float32 picks = float64 picks: the smallest float64 gap between the two farthest rows of a step is
-    # 2.9e-3, above twice the float32 error of |x|^2 - 2 x.c + |c|^2, gamma_34 * (2 * 8.23)^2 = 5.5e-4
+    idx, radius = greedy_coreset(
+        x, 50, start=0, progress=False, return_radius=True
+    )
+    # float32 picks = float64 picks: the smallest float64 gap between the two
+    # farthest rows of a step is 2.9e-3, above twice the float32 error of
+    # |x|^2 - 2 x.c + |c|^2, gamma_34 * (2 * 8.23)^2 = 5.5e-4
     assert idx.tolist() == _article(x.double().numpy(), 50)
-    # both float32 expansions (cdist's mm path too): <= 5.5e-4 on r^2 = 64, 4.3e-6 of r each; rel 1e-4
+    # both float32 expansions (cdist's mm path too): <= 5.5e-4 on r^2 = 64,
+    # 4.3e-6 of r each; rel 1e-4
     assert radius == pytest.approx(coverage_radius(x, idx), rel=1e-4)
     assert len(set(idx.tolist())) == 50
     # a greedy coreset covers better than a random subset of the same size
@@ -48,11 +67,19 @@ def test_float32_selection_matches_and_radius():
 
 def test_jl_bound_and_projection():
     n, eps = 156_800, 0.9
-    expected = int(4 * np.log(n) / (eps ** 2 / 2 - eps ** 3 / 3))
+    expected = int(4 * np.log(n) / (eps**2 / 2 - eps**3 / 3))
     assert jl_min_dim(n, eps) == expected
     x = torch.randn(300, 256, generator=torch.Generator().manual_seed(0))
-    p1, p2, p3 = project(x, 64, seed=0), project(x, 64, seed=0), project(x, 64, seed=1)
-    assert p1.shape == (300, 64) and torch.equal(p1, p2) and not torch.equal(p1, p3)
+    p1, p2, p3 = (
+        project(x, 64, seed=0),
+        project(x, 64, seed=0),
+        project(x, 64, seed=1),
+    )
+    assert (
+        p1.shape == (300, 64)
+        and torch.equal(p1, p2)
+        and not torch.equal(p1, p3)
+    )
     assert project(x, None) is x
     # distances roughly preserved
     d0, d1 = torch.pdist(x), torch.pdist(p1)
@@ -73,11 +100,17 @@ def test_errors():
 
 def test_radius_history_matches_prefix_radius():
     x = torch.randn(400, 6, generator=torch.Generator().manual_seed(3))
-    idx, radii = greedy_coreset(x, 20, start=5, progress=False, radius_history=True)
+    idx, radii = greedy_coreset(
+        x, 20, start=5, progress=False, radius_history=True
+    )
     for n in (1, 7, 20):
-        # float32 expansions: <= gamma_8 * (2 * 4.66)^2 = 4.2e-5 on r^2 >= 10.9, <= 2e-6 of r each; rel 1e-4
-        assert float(radii[n - 1]) == pytest.approx(coverage_radius(x, idx[:n]), rel=1e-4)
-    # exact: min_d only ever decreases (an elementwise minimum of stored values), so its maximum cannot grow
+        # float32 expansions: <= gamma_8 * (2 * 4.66)^2 = 4.2e-5 on r^2 >=
+        # 10.9, <= 2e-6 of r each; rel 1e-4
+        assert float(radii[n - 1]) == pytest.approx(
+            coverage_radius(x, idx[:n]), rel=1e-4
+        )
+    # exact: min_d only ever decreases (an elementwise minimum of stored
+    # values), so its maximum cannot grow
     assert torch.all(radii[1:] <= radii[:-1])
 
 
@@ -88,24 +121,36 @@ def test_agreement_counts_the_shared_prefix():
 
 
 def test_torch_loop_used_on_a_gpu_selects_like_the_numpy_loop():
-    # the torch loop serves GPUs and half precision; no GPU here, so run it on the CPU against the NumPy loop
+    # the torch loop serves GPUs and half precision; no GPU here, so run it on
+    # the CPU against the NumPy loop
     from helpers.patchcore import sampler
 
     x = torch.from_numpy(np.random.default_rng(3).normal(size=(700, 12)))
     sq = torch.linalg.vector_norm(x, dim=1).square_()
     picked = {}
-    for name, loop in (("numpy", sampler._greedy_steps_numpy), ("torch", sampler._greedy_steps_torch)):
-        selected, radii = torch.empty(35, dtype=torch.long), torch.empty(35, dtype=torch.float64)
+    for name, loop in (
+        ("numpy", sampler._greedy_steps_numpy),
+        ("torch", sampler._greedy_steps_torch),
+    ):
+        selected, radii = (
+            torch.empty(35, dtype=torch.long),
+            torch.empty(35, dtype=torch.float64),
+        )
         min_d = loop(x, sq, 7, range(35), selected, radii)
         picked[name] = (selected.tolist(), radii, min_d)
     assert picked["torch"][0] == picked["numpy"][0]
     assert picked["torch"][0][0] == 7
-    # float64 MKL (torch.mv) vs OpenBLAS (np.dot) of 12 terms: <= gamma_14 * (2 * 6.0)^2 = 2.2e-13 on
-    # squared distances of 0 to 57; assert_close's float64 defaults (rtol 1e-7, atol 1e-7) cover it
+    # float64 MKL (torch.mv) vs OpenBLAS (np.dot) of 12 terms: <= gamma_14 *
+    # (2 * 6.0)^2 = 2.2e-13 on squared distances of 0 to 57; assert_close's
+    # float64 defaults (rtol 1e-7, atol 1e-7) cover it
     torch.testing.assert_close(picked["torch"][1], picked["numpy"][1])
     torch.testing.assert_close(picked["torch"][2], picked["numpy"][2])
-    # and through the public function: half precision takes the torch loop, and still covers like float32
+    # and through the public function: half precision takes the torch loop, and
+    # still covers like float32
     half = greedy_coreset(x.to(torch.bfloat16), 35, start=7, progress=False)
     assert half[0] == 7 and len(set(half.tolist())) == 35
-    # not a rounding bound: bfloat16 (u = 2^-8) may pick other rows; 10% is the quality margin (seen: 0.03%)
-    assert coverage_radius(x, half) < 1.1 * coverage_radius(x, torch.tensor(picked["numpy"][0]))
+    # not a rounding bound: bfloat16 (u = 2^-8) may pick other rows; 10% is the
+    # quality margin (seen: 0.03%)
+    assert coverage_radius(x, half) < 1.1 * coverage_radius(
+        x, torch.tensor(picked["numpy"][0])
+    )

@@ -1,4 +1,5 @@
-"""helpers.runtime: the book mode a chapter runs in, and the banner that says so on the page."""
+"""helpers.runtime: the book mode a chapter runs in, and the banner that says
+so on the page."""
 
 import pytest
 
@@ -7,7 +8,11 @@ from helpers.runtime import MODE_VARIABLE, book_mode, is_quick, mode_banner
 
 def test_the_parameter_wins_over_the_environment(monkeypatch):
     monkeypatch.setenv(MODE_VARIABLE, "quick")
-    assert book_mode(False) == "full" and book_mode(None) == "quick" and is_quick(None)
+    assert (
+        book_mode(False) == "full"
+        and book_mode(None) == "quick"
+        and is_quick(None)
+    )
     monkeypatch.setenv(MODE_VARIABLE, "full")
     assert is_quick(True) and not is_quick(None)
 
@@ -27,5 +32,10 @@ def test_bad_modes_are_refused_with_the_fix(monkeypatch):
 
 def test_the_quick_banner_says_its_numbers_are_a_smoke_run():
     quick, full = mode_banner(True), mode_banner(False)
-    assert "QUICK" in quick and "smoke run" in quick and "not conclusions" in quick and "full build" in quick
+    assert (
+        "QUICK" in quick
+        and "smoke run" in quick
+        and "not conclusions" in quick
+        and "full build" in quick
+    )
     assert full.startswith("Build mode: FULL")

@@ -1,4 +1,5 @@
-"""Nothing the book loads can run code: no pickle, torch.load only with weights_only=True."""
+"""Nothing the book loads can run code: no pickle, torch.load only with
+weights_only=True."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SOURCES = [p for p in (ROOT / "helpers").rglob("*.py")] + [p for p in (ROOT / "benchmarks").rglob("*.py")]
+SOURCES = [p for p in (ROOT / "helpers").rglob("*.py")] + [
+    p for p in (ROOT / "benchmarks").rglob("*.py")
+]
 NOTEBOOKS = list((ROOT / "notebooks").rglob("*.ipynb"))
 
 
@@ -17,7 +20,10 @@ def _texts():
 
 def test_no_pickle_anywhere():
     for path, text in _texts():
-        assert not re.search(r"\b(import pickle|from pickle|cPickle|dill|joblib\.load|pickle\.load)", text), path
+        assert not re.search(
+            r"\b(import pickle|from pickle|cPickle|dill|joblib\.load|pickle\.load)",
+            text,
+        ), path
         assert "allow_pickle=True" not in text, path
 
 

@@ -1,4 +1,5 @@
-"""Training in worker processes: side by side equals one at a time, duplicates train once, errors are clear."""
+"""Training in worker processes: side by side equals one at a time, duplicates
+train once, errors are clear."""
 
 import numpy as np
 import pytest
@@ -25,20 +26,32 @@ def _same(a, b):
 
 def test_side_by_side_equals_one_at_a_time(monkeypatch):
     monkeypatch.delenv(cache.ENV, raising=False)
-    jobs = [dict(crops=_crops(0), epochs=2, batch_size=32, seed=0),
-            dict(crops=_crops(1), epochs=1, batch_size=32, seed=1, terms="M")]
+    jobs = [
+        dict(crops=_crops(0), epochs=2, batch_size=32, seed=0),
+        dict(crops=_crops(1), epochs=1, batch_size=32, seed=1, terms="M"),
+    ]
     together = workers.train_many(jobs, workers=2, progress=False)
-    alone = [workers.train_many([job], workers=1, progress=False)[0] for job in jobs]
+    alone = [
+        workers.train_many([job], workers=1, progress=False)[0] for job in jobs
+    ]
     for a, b in zip(together, alone):
         _same(a, b)
     # and train_vae is the same single job
-    _same(model.train_vae(_crops(0), epochs=2, batch_size=32, seed=0), together[0])
+    _same(
+        model.train_vae(_crops(0), epochs=2, batch_size=32, seed=0),
+        together[0],
+    )
     # the two jobs really differ (seed, data, loss)
     assert together[0].history["loss"] != together[1].history["loss"]
-    assert len(together[0].history["loss"]) == 2 and len(together[1].history["loss"]) == 1
+    assert (
+        len(together[0].history["loss"]) == 2
+        and len(together[1].history["loss"]) == 1
+    )
 
 
-def test_duplicates_train_once_and_the_cache_holds_one_entry(monkeypatch, tmp_path):
+def test_duplicates_train_once_and_the_cache_holds_one_entry(
+    monkeypatch, tmp_path
+):
     monkeypatch.setenv(cache.ENV, str(tmp_path))
     job = dict(crops=_crops(2), epochs=1, batch_size=32, seed=3)
     a, b = workers.train_many([job, dict(job)], workers=2, progress=False)
@@ -57,8 +70,11 @@ def test_in_process_training_is_keyed_apart(monkeypatch, tmp_path):
     assert not here.from_cache and len(here.history["loss"]) == 1
     out = scoring.model_outputs(here.model, _crops(4, n=16))
     assert all(np.isfinite(o).all() for o in out)
-    # the worker's run rounds with one thread: it is not served the in-process model
-    assert not workers.train_many([job], workers=1, progress=False)[0].from_cache
+    # the worker's run rounds with one thread:
+    # it is not served the in-process model
+    assert not workers.train_many([job], workers=1, progress=False)[
+        0
+    ].from_cache
     assert len(list(tmp_path.glob("*.weights.h5"))) == 2
 
 
@@ -69,19 +85,27 @@ def test_worker_count_and_bad_settings(monkeypatch):
     monkeypatch.setenv(workers.ENV_WORKERS, "0")
     assert workers.worker_count(5) == 0
     monkeypatch.setenv(workers.ENV_WORKERS, "two")
-    with pytest.raises(ValueError, match="VAD_TRAIN_WORKERS='two' is not a number"):
+    with pytest.raises(
+        ValueError, match="VAD_TRAIN_WORKERS='two' is not a number"
+    ):
         workers.worker_count(3)
     monkeypatch.delenv(workers.ENV_WORKERS)
     with pytest.raises(ValueError, match="workers must be 0"):
         workers.worker_count(3, workers=-2)
     with pytest.raises(ValueError, match=r"crops of shape \(N, h, w, 1\)"):
-        workers.train_many([dict(crops=np.zeros((4, 8, 8)), epochs=1)], progress=False)
+        workers.train_many(
+            [dict(crops=np.zeros((4, 8, 8)), epochs=1)], progress=False
+        )
     with pytest.raises(ValueError, match="needs its 'crops'"):
         workers.train_many([dict(epochs=1)], progress=False)
     with pytest.raises(ValueError, match="epochs must be a positive integer"):
         workers.train_many([dict(crops=_crops(), epochs=0)], progress=False)
     with pytest.raises(ValueError, match="dequantise must be True or False"):
-        workers.train_many([dict(crops=_crops(), epochs=1, dequantise="yes")], progress=False)
+        workers.train_many(
+            [dict(crops=_crops(), epochs=1, dequantise="yes")], progress=False
+        )
     with pytest.raises(ValueError, match="unknown loss term"):
-        workers.train_many([dict(crops=_crops(), epochs=1, terms="X")], progress=False)
+        workers.train_many(
+            [dict(crops=_crops(), epochs=1, terms="X")], progress=False
+        )
     assert workers.train_many([], progress=False) == []

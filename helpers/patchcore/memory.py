@@ -1,7 +1,9 @@
-"""Peak memory of ``PatchCore.fit``, measured in a fresh process (used by the benchmark and the tests).
+"""Peak memory of ``PatchCore.fit``, measured in a fresh process (used by the
+benchmark and the tests).
 
-Resident memory (RSS) is read from ``/proc/self/statm`` every 5 ms by a thread while ``fit`` runs, so
-the number includes everything: torch's allocator, NumPy, the images, the features and the coreset.
+Resident memory (RSS) is read from ``/proc/self/statm`` every 5 ms by a thread
+while ``fit`` runs, so the number includes everything: torch's allocator,
+NumPy, the images, the features and the coreset.
 """
 
 from __future__ import annotations
@@ -40,13 +42,18 @@ print(json.dumps({"n_images": len(imgs), "rss_before_fit_mb": before, "peak_rss_
 
 
 def fit_memory(n_images: int, settings: dict | None = None) -> dict:
-    """Fit on the first ``n_images`` defect-free Magnetic Tile images in a child process and return
-    ``rss_before_fit_mb`` (torch, model and images loaded), ``peak_rss_mb`` during ``fit``,
-    ``all_patches_mb`` (the stored patch features) and ``bank_mb`` (the coreset bank, float32)."""
+    """Fit on the first ``n_images`` defect-free Magnetic Tile images in a
+    child process and return ``rss_before_fit_mb`` (torch, model and images
+    loaded), ``peak_rss_mb`` during ``fit``, ``all_patches_mb`` (the stored
+    patch features) and ``bank_mb`` (the coreset bank, float32)."""
     settings = dict(settings or {})
     env = dict(os.environ, PYTHONHASHSEED="0")
-    out = subprocess.run([sys.executable, "-c", _CHILD, str(n_images), json.dumps(settings)],
-                         capture_output=True, text=True, env=env)
+    out = subprocess.run(
+        [sys.executable, "-c", _CHILD, str(n_images), json.dumps(settings)],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     if out.returncode:
         raise RuntimeError(f"the memory probe failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])

@@ -1,9 +1,12 @@
-"""Evaluation: image AUROC, pixel AUROC, PRO (per-region overlap), ROC curves and thresholds.
+"""Evaluation: image AUROC, pixel AUROC, PRO (per-region overlap), ROC curves
+and thresholds.
 
-All curves are exact (every distinct score is a threshold). Pixel metrics sort the pixels' scores once
-(values only: NumPy's vectorised sort, several times faster than an argsort of the tens of millions of
-pixels), group equal scores, and count the defect pixels of each group by looking their scores up in the
-sorted groups (they are few). Pixel AUROC and PRO share one such pass (:func:`pixel_metrics`).
+All curves are exact (every distinct score is a threshold). Pixel metrics sort
+the pixels' scores once (values only: NumPy's vectorised sort, several times
+faster than an argsort of the tens of millions of pixels), group equal scores,
+and count the defect pixels of each group by looking their scores up in the
+sorted groups (they are few). Pixel AUROC and PRO share one such pass
+(:func:`pixel_metrics`).
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ def _flat(x) -> torch.Tensor:
 
 
 def auroc(labels, scores) -> float:
-    """Area under the ROC curve (ties count one half, like scikit-learn), via the rank-sum statistic."""
+    """Area under the ROC curve (ties count one half, like scikit-learn), via
+    the rank-sum statistic."""
     y = _flat(labels).bool()
     s = _flat(scores)
     if y.shape != s.shape:
@@ -32,19 +36,28 @@ def auroc(labels, scores) -> float:
     if n_pos == 0 or n_neg == 0:
         raise ValueError("AUROC needs both positive and negative labels")
     if torch.isnan(s).any():
-        # torch.sort puts NaN last, i.e. as the largest score: NaN anomalies would look perfect
-        raise ValueError(f"{int(torch.isnan(s).sum())} of {s.numel()} scores are NaN: AUROC is undefined; "
-                         "check the model and its inputs")
+        # torch.sort puts NaN last, i.e. as the largest
+        # score: NaN anomalies would look perfect
+        raise ValueError(
+            f"{int(torch.isnan(s).sum())} of {s.numel()} scores are NaN: AUROC is undefined; "
+            "check the model and its inputs"
+        )
     s_sorted, order = torch.sort(s)
-    _, inverse, counts = torch.unique_consecutive(s_sorted, return_inverse=True, return_counts=True)
+    _, inverse, counts = torch.unique_consecutive(
+        s_sorted, return_inverse=True, return_counts=True
+    )
     ends = torch.cumsum(counts, 0).double()
-    avg_rank = ends - (counts.double() - 1) / 2          # 1-based average rank of each tie group
+    # 1-based average rank of each tie group
+    avg_rank = ends - (counts.double() - 1) / 2
     rank_pos = avg_rank[inverse][y[order]].sum().item()
     return (rank_pos - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
 
 
-def roc_curve(labels, scores, max_points: int | None = 2000) -> tuple[np.ndarray, np.ndarray]:
-    """False and true positive rates at every distinct threshold (thinned to ``max_points`` for plots)."""
+def roc_curve(
+    labels, scores, max_points: int | None = 2000
+) -> tuple[np.ndarray, np.ndarray]:
+    """False and true positive rates at every distinct threshold (thinned to
+    ``max_points`` for plots)."""
     y = _flat(labels).bool()
     s = _flat(scores)
     s_sorted, order = torch.sort(s, descending=True)
@@ -67,8 +80,10 @@ def check_masks(masks: Sequence[np.ndarray], maps: Sequence) -> None:
         raise ValueError(f"{len(masks)} masks for {len(maps)} anomaly maps")
     for i, (m, a) in enumerate(zip(masks, maps)):
         if tuple(np.shape(m)) != tuple(np.shape(a)):
-            raise ValueError(f"mask {i} has shape {np.shape(m)} but its anomaly map has {tuple(np.shape(a))}: "
-                             "bring masks into the maps' frame (PatchCore.mask_for / Preprocessor.mask)")
+            raise ValueError(
+                f"mask {i} has shape {np.shape(m)} but its anomaly map has {tuple(np.shape(a))}: "
+                "bring masks into the maps' frame (PatchCore.mask_for / Preprocessor.mask)"
+            )
 
 
 def pixel_auroc(masks: Sequence[np.ndarray], maps: Sequence) -> float:
@@ -76,17 +91,23 @@ def pixel_auroc(masks: Sequence[np.ndarray], maps: Sequence) -> float:
     return _auroc_from_groups(_score_groups(masks, maps, weights=False))
 
 
-def pixel_metrics(masks: Sequence[np.ndarray], maps: Sequence, max_fpr: float = 0.3) -> tuple[float, float]:
-    """``(pixel AUROC, PRO score up to max_fpr)`` from one pass over the pixels."""
+def pixel_metrics(
+    masks: Sequence[np.ndarray], maps: Sequence, max_fpr: float = 0.3
+) -> tuple[float, float]:
+    """``(pixel AUROC, PRO score up to max_fpr)`` from one pass over the
+    pixels."""
     groups = _score_groups(masks, maps, weights=True)
     fpr, pro = _pro_from_groups(groups)
     return _auroc_from_groups(groups), area_up_to(fpr, pro, max_fpr) / max_fpr
 
 
-def _score_groups(masks: Sequence[np.ndarray], maps: Sequence, weights: bool) -> dict:
-    """Every distinct pixel score (ascending) with how many defect-free and defect pixels hold it, and
-    (``weights``) the defect pixels' summed PRO weights: ``1 / size`` of the connected defect region
-    (8-connected) that each belongs to. Counts are exact integers."""
+def _score_groups(
+    masks: Sequence[np.ndarray], maps: Sequence, weights: bool
+) -> dict:
+    """Every distinct pixel score (ascending) with how many defect-free and
+    defect pixels hold it, and (``weights``) the defect pixels' summed PRO
+    weights: ``1 / size`` of the connected defect region (8-connected) that
+    each belongs to. Counts are exact integers."""
     check_masks(masks, maps)
     if not masks:
         raise ValueError("no masks and maps given")
@@ -94,8 +115,10 @@ def _score_groups(masks: Sequence[np.ndarray], maps: Sequence, weights: bool) ->
     defect = [np.asarray(m).astype(bool).ravel() for m in masks]
     flat = np.concatenate(values)
     if np.isnan(flat).any():
-        raise ValueError(f"{int(np.isnan(flat).sum())} of {flat.size} pixel scores are NaN: the metric is "
-                         "undefined; check the model and its inputs")
+        raise ValueError(
+            f"{int(np.isnan(flat).sum())} of {flat.size} pixel scores are NaN: the metric is "
+            "undefined; check the model and its inputs"
+        )
     pos_values = np.concatenate([v[d] for v, d in zip(values, defect)])
     ordered = np.sort(flat)
     del flat
@@ -115,35 +138,48 @@ def _score_groups(masks: Sequence[np.ndarray], maps: Sequence, weights: bool) ->
                 sizes = np.bincount(lab.ravel())
                 w.append(1.0 / sizes[lab[m]])
             n_regions += n
-        out["pos_weight"] = np.bincount(group, weights=np.concatenate(w) if w else None, minlength=distinct.size)
+        out["pos_weight"] = np.bincount(
+            group,
+            weights=np.concatenate(w) if w else None,
+            minlength=distinct.size,
+        )
         out["n_regions"] = n_regions
     return out
 
 
 def _auroc_from_groups(g: dict) -> float:
-    """Mann-Whitney: each defect pixel counts the defect-free pixels scored below it, ties one half;
-    integer arithmetic, so the same number as the rank-sum formula of :func:`auroc`, exactly."""
+    """Mann-Whitney: each defect pixel counts the defect-free pixels scored
+    below it, ties one half; integer arithmetic, so the same number as the
+    rank-sum formula of :func:`auroc`, exactly."""
     n_pos, n_neg = int(g["pos"].sum()), int(g["neg"].sum())
     if n_pos == 0 or n_neg == 0:
         raise ValueError("AUROC needs both positive and negative labels")
-    below = np.cumsum(g["neg"]) - g["neg"]                  # defect-free pixels strictly below each group
-    twice_u = int(np.dot(g["pos"], 2 * below + g["neg"]))   # twice the U statistic: an exact integer
+    # defect-free pixels strictly below each group
+    below = np.cumsum(g["neg"]) - g["neg"]
+    # twice the U statistic: an exact integer
+    twice_u = int(np.dot(g["pos"], 2 * below + g["neg"]))
     return (twice_u / 2) / (n_pos * n_neg)
 
 
 def _pro_from_groups(g: dict) -> tuple[np.ndarray, np.ndarray]:
     n_neg, n_regions = int(g["neg"].sum()), g["n_regions"]
     if n_regions == 0 or n_neg == 0:
-        raise ValueError("PRO needs at least one defect region and one defect-free pixel")
-    fpr = np.concatenate([[0.0], np.cumsum(g["neg"][::-1]) / n_neg])      # thresholds from high to low
+        raise ValueError(
+            "PRO needs at least one defect region and one defect-free pixel"
+        )
+    # thresholds from high to low
+    fpr = np.concatenate([[0.0], np.cumsum(g["neg"][::-1]) / n_neg])
     pro = np.concatenate([[0.0], np.cumsum(g["pos_weight"][::-1]) / n_regions])
     return fpr, pro
 
 
-def per_image_pixel_auroc(masks: Sequence[np.ndarray], maps: Sequence) -> np.ndarray:
-    """Pixel AUROC of each image on its own: how well its map ranks its own defect pixels above its own
-    defect-free ones, whatever the scale of other images' maps. NaN for an image whose mask is all
-    defect-free or all defect (no pairs to rank)."""
+def per_image_pixel_auroc(
+    masks: Sequence[np.ndarray], maps: Sequence
+) -> np.ndarray:
+    """Pixel AUROC of each image on its own: how well its map ranks its own
+    defect pixels above its own defect-free ones, whatever the scale of other
+    images' maps. NaN for an image whose mask is all defect-free or all defect
+    (no pairs to rank)."""
     check_masks(masks, maps)
     out = np.full(len(masks), np.nan)
     for i, (m, a) in enumerate(zip(masks, maps)):
@@ -153,33 +189,42 @@ def per_image_pixel_auroc(masks: Sequence[np.ndarray], maps: Sequence) -> np.nda
     return out
 
 
-def pro_curve(masks: Sequence[np.ndarray], maps: Sequence) -> tuple[np.ndarray, np.ndarray]:
-    """Exact PRO curve: mean overlap of the connected defect regions vs false positive rate on
-    defect-free pixels, at every distinct threshold (Bergmann et al. 2020/2021)."""
+def pro_curve(
+    masks: Sequence[np.ndarray], maps: Sequence
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact PRO curve: mean overlap of the connected defect regions vs false
+    positive rate on defect-free pixels, at every distinct threshold (Bergmann
+    et al. 2020/2021)."""
     return _pro_from_groups(_score_groups(masks, maps, weights=True))
 
 
-def pro_score(masks: Sequence[np.ndarray], maps: Sequence, max_fpr: float = 0.3) -> float:
-    """Area under the PRO curve up to ``max_fpr``, divided by ``max_fpr`` (1.0 is perfect)."""
+def pro_score(
+    masks: Sequence[np.ndarray], maps: Sequence, max_fpr: float = 0.3
+) -> float:
+    """Area under the PRO curve up to ``max_fpr``, divided by ``max_fpr`` (1.0
+    is perfect)."""
     fpr, pro = pro_curve(masks, maps)
     return area_up_to(fpr, pro, max_fpr) / max_fpr
 
 
 def area_up_to(x: np.ndarray, y: np.ndarray, x_max: float) -> float:
-    """Trapezoidal area under ``y(x)`` for ``x`` in ``[0, x_max]`` (``y`` interpolated at ``x_max``)."""
+    """Trapezoidal area under ``y(x)`` for ``x`` in ``[0, x_max]`` (``y``
+    interpolated at ``x_max``)."""
     keep = x <= x_max
     xs, ys = x[keep], y[keep]
     if xs[-1] < x_max:
         i = np.searchsorted(x, x_max)
-        y_end = np.interp(x_max, x[i - 1:i + 1], y[i - 1:i + 1])
+        y_end = np.interp(x_max, x[i - 1 : i + 1], y[i - 1 : i + 1])
         xs, ys = np.append(xs, x_max), np.append(ys, y_end)
     return float(np.trapezoid(ys, xs))
 
 
-# ---------------------------------------------------------------------------------------- thresholds
+# ----------------------------------------------------------------- thresholds
+
 
 def percentile_threshold(good_scores, q: float = 99.0) -> float:
-    """Threshold at the ``q``-th percentile of defect-free validation scores (no defects needed)."""
+    """Threshold at the ``q``-th percentile of defect-free validation scores
+    (no defects needed)."""
     good = np.asarray(good_scores, dtype=np.float64)
     if good.size == 0:
         raise ValueError("need at least one defect-free validation score")
@@ -187,7 +232,8 @@ def percentile_threshold(good_scores, q: float = 99.0) -> float:
 
 
 def best_f1_threshold(labels, scores) -> tuple[float, float]:
-    """Threshold maximising F1 on a labelled set (``score >= t`` is flagged); returns ``(t, F1)``."""
+    """Threshold maximising F1 on a labelled set (``score >= t`` is flagged);
+    returns ``(t, F1)``."""
     y = np.asarray(labels).astype(bool)
     s = np.asarray(scores, dtype=np.float64)
     order = np.argsort(-s, kind="stable")
@@ -202,16 +248,20 @@ def best_f1_threshold(labels, scores) -> tuple[float, float]:
 
 
 def rates_per_100(labels, scores, threshold: float) -> dict[str, float]:
-    """Misses per 100 defective parts and false alarms per 100 good parts at ``score >= threshold``."""
+    """Misses per 100 defective parts and false alarms per 100 good parts at
+    ``score >= threshold``."""
     y = np.asarray(labels).astype(bool)
     flagged = np.asarray(scores) >= threshold
-    return {"misses_per_100_defective": 100 * float((~flagged[y]).mean()),
-            "false_alarms_per_100_good": 100 * float(flagged[~y].mean())}
+    return {
+        "misses_per_100_defective": 100 * float((~flagged[y]).mean()),
+        "false_alarms_per_100_good": 100 * float(flagged[~y].mean()),
+    }
 
 
 def normalise_scores(scores, good_scores, q: float = 99.0) -> np.ndarray:
-    """Map scores so that 0 is the median defect-free validation score and 1 its ``q``-th percentile:
-    "1" then means "as unusual as the threshold" for any product, whatever its raw score scale."""
+    """Map scores so that 0 is the median defect-free validation score and 1
+    its ``q``-th percentile: "1" then means "as unusual as the threshold" for
+    any product, whatever its raw score scale."""
     good = np.asarray(good_scores, dtype=np.float64)
     lo, hi = np.median(good), np.percentile(good, q)
     if hi <= lo:

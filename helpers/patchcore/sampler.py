@@ -1,11 +1,15 @@
-"""Memory-bank subsampling: random projection (Johnson-Lindenstrauss) and greedy k-center coreset.
+"""Memory-bank subsampling: random projection (Johnson-Lindenstrauss) and
+greedy k-center coreset.
 
-PatchCore (Roth et al. 2022, section 3.2) keeps a subset of the training patches chosen so that every
-patch lies close to a kept one: the greedy k-center rule adds, at each step, the patch farthest from
-everything kept so far. Distances for the selection are computed on randomly projected features. When
-the dimension is at least the Johnson-Lindenstrauss bound ``4 ln(n) / (eps^2/2 - eps^3/3)``, every
-*squared* distance is kept within a factor ``1 +- eps`` (with high probability), so distances stay within
-``sqrt(1 - eps)`` and ``sqrt(1 + eps)``: 0.32 and 1.38 for the article's ``eps = 0.9``.
+PatchCore (Roth et al. 2022, section 3.2) keeps a subset of the training
+patches chosen so that every patch lies close to a kept one: the greedy
+k-center rule adds, at each step, the patch farthest from everything kept so
+far. Distances for the selection are computed on randomly projected features.
+When the dimension is at least the Johnson-Lindenstrauss bound
+``4 ln(n) / (eps^2/2 - eps^3/3)``, every *squared* distance is kept within a
+factor ``1 +- eps`` (with high probability), so distances stay within
+``sqrt(1 - eps)`` and ``sqrt(1 + eps)``: 0.32 and 1.38 for the article's
+``eps = 0.9``.
 """
 
 from __future__ import annotations
@@ -18,58 +22,85 @@ from sklearn.random_projection import johnson_lindenstrauss_min_dim
 
 
 def jl_min_dim(n_samples: int, eps: float) -> int:
-    """Smallest projection dimension for which the JL lemma keeps squared distances within ``1 +- eps``
-    (scikit-learn's ``johnson_lindenstrauss_min_dim``; distances then within ``sqrt(1 +- eps)``)."""
+    """Smallest projection dimension for which the JL lemma keeps squared
+    distances within ``1 +- eps`` (scikit-learn's
+    ``johnson_lindenstrauss_min_dim``; distances then within
+    ``sqrt(1 +- eps)``)."""
     if not 0 < eps < 1:
-        raise ValueError(f"eps must lie in (0, 1) for the Johnson-Lindenstrauss bound, got {eps}")
+        raise ValueError(
+            f"eps must lie in (0, 1) for the Johnson-Lindenstrauss bound, got {eps}"
+        )
     return int(johnson_lindenstrauss_min_dim(n_samples, eps=eps))
 
 
 def coreset_size(n: int, ratio: float) -> int:
-    """Number of points kept for a coreset ``ratio`` of ``n`` points (at least one)."""
+    """Number of points kept for a coreset ``ratio`` of ``n`` points (at least
+    one)."""
     if not 0 < ratio <= 1:
-        raise ValueError(f"coreset ratio must lie in (0, 1], got {ratio} (0.01 keeps 1% of the patches)")
+        raise ValueError(
+            f"coreset ratio must lie in (0, 1], got {ratio} (0.01 keeps 1% of the patches)"
+        )
     return max(1, int(n * ratio))
 
 
-def random_projection_matrix(in_dim: int, out_dim: int, seed: int = 0) -> torch.Tensor:
-    """A seeded Gaussian projection ``[in_dim, out_dim]`` with entries N(0, 1/out_dim)."""
+def random_projection_matrix(
+    in_dim: int, out_dim: int, seed: int = 0
+) -> torch.Tensor:
+    """A seeded Gaussian projection ``[in_dim, out_dim]`` with entries N(0,
+    1/out_dim)."""
     if out_dim < 1:
         raise ValueError(f"projection dimension must be >= 1, got {out_dim}")
     gen = torch.Generator().manual_seed(seed)
     return torch.randn(in_dim, out_dim, generator=gen) / math.sqrt(out_dim)
 
 
-def project(x: torch.Tensor, out_dim: int | None, seed: int = 0, batch: int = 8192) -> torch.Tensor:
-    """Project rows of ``x`` to ``out_dim`` dimensions (``None`` or >= input dim: return ``x``)."""
+def project(
+    x: torch.Tensor, out_dim: int | None, seed: int = 0, batch: int = 8192
+) -> torch.Tensor:
+    """Project rows of ``x`` to ``out_dim`` dimensions (``None`` or >= input
+    dim: return ``x``)."""
     if out_dim is None or out_dim >= x.shape[1]:
         return x
-    dtype = torch.float64 if x.dtype == torch.float64 else torch.float32   # float16 input: float32 output
+    # float16 input: float32 output
+    dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
     w = random_projection_matrix(x.shape[1], out_dim, seed).to(x.device, dtype)
     out = torch.empty((x.shape[0], out_dim), dtype=dtype, device=x.device)
     for i in range(0, x.shape[0], batch):
-        torch.matmul(x[i:i + batch].to(dtype), w, out=out[i:i + batch])
+        torch.matmul(x[i : i + batch].to(dtype), w, out=out[i : i + batch])
     return out
 
 
 @torch.no_grad()
-def greedy_coreset(x: torch.Tensor, n: int, start: int = 0, progress: bool = True,
-                   return_radius: bool = False, radius_history: bool = False, clock: list | None = None):
-    """Greedy k-center selection of ``n`` row indices of ``x``, starting from row ``start``.
+def greedy_coreset(
+    x: torch.Tensor,
+    n: int,
+    start: int = 0,
+    progress: bool = True,
+    return_radius: bool = False,
+    radius_history: bool = False,
+    clock: list | None = None,
+):
+    """Greedy k-center selection of ``n`` row indices of ``x``, starting from
+    row ``start``.
 
     Each step is one matrix-vector product ``x @ c`` (squared distances via
-    ``||x||^2 - 2 x.c + ||c||^2``), an elementwise minimum and an argmax: one pass over ``x``.
-    Ties go to the lowest index, like ``np.argmax`` in the article's ``kCenterGreedy``.
-    With ``return_radius=True`` also returns the coverage radius (largest distance from any row to its
-    nearest selected row). With ``radius_history=True`` returns ``(indices, radii)`` where ``radii[i]`` is
-    the coverage radius of the first ``i + 1`` selected rows (greedy selections are nested, so one run
-    gives the radius for every coreset size up to ``n``). A list passed as ``clock`` receives the
-    ``time.perf_counter()`` after each step: the time a run of any smaller size would take.
+    ``||x||^2 - 2 x.c + ||c||^2``), an elementwise minimum and an argmax: one
+    pass over ``x``. Ties go to the lowest index, like ``np.argmax`` in the
+    article's ``kCenterGreedy``. With ``return_radius=True`` also returns the
+    coverage radius (largest distance from any row to its nearest selected
+    row). With ``radius_history=True`` returns ``(indices, radii)`` where
+    ``radii[i]`` is the coverage radius of the first ``i + 1`` selected rows
+    (greedy selections are nested, so one run gives the radius for every
+    coreset size up to ``n``). A list passed as ``clock`` receives the
+    ``time.perf_counter()`` after each step: the time a run of any smaller size
+    would take.
     """
     from tqdm import tqdm
 
     if x.ndim != 2 or x.shape[0] == 0:
-        raise ValueError(f"expected a non-empty [n_points, dim] tensor, got shape {tuple(x.shape)}")
+        raise ValueError(
+            f"expected a non-empty [n_points, dim] tensor, got shape {tuple(x.shape)}"
+        )
     n_points = x.shape[0]
     if not 1 <= n <= n_points:
         raise ValueError(f"cannot select {n} points out of {n_points}")
@@ -78,11 +109,21 @@ def greedy_coreset(x: torch.Tensor, n: int, start: int = 0, progress: bool = Tru
     sq = torch.linalg.vector_norm(x, dim=1).square_()
     selected = torch.empty(n, dtype=torch.long)
     radii = torch.empty(n, dtype=torch.float64) if radius_history else None
-    steps = tqdm(range(n), desc="coreset", unit="pt", disable=not progress, mininterval=0.5)
+    steps = tqdm(
+        range(n),
+        desc="coreset",
+        unit="pt",
+        disable=not progress,
+        mininterval=0.5,
+    )
     if x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64):
-        min_d = _greedy_steps_numpy(x, sq, start, steps, selected, radii, clock)
-    else:                                          # a GPU, or half precision
-        min_d = _greedy_steps_torch(x, sq, start, steps, selected, radii, clock)
+        min_d = _greedy_steps_numpy(
+            x, sq, start, steps, selected, radii, clock
+        )
+    else:  # a GPU, or half precision
+        min_d = _greedy_steps_torch(
+            x, sq, start, steps, selected, radii, clock
+        )
     if radius_history:
         return selected, radii.sqrt()
     if return_radius:
@@ -90,19 +131,30 @@ def greedy_coreset(x: torch.Tensor, n: int, start: int = 0, progress: bool = Tru
     return selected
 
 
-def _greedy_steps_torch(x: torch.Tensor, sq: torch.Tensor, start: int, steps, selected: torch.Tensor,
-                        radii: torch.Tensor | None, clock: list | None = None) -> torch.Tensor:
-    """The greedy loop in torch, on ``x``'s device (used on a GPU): the same steps as
-    :func:`_greedy_steps_numpy`, in place so that no step allocates. Fills ``selected`` (and ``radii``)
-    and returns each row's squared distance to its nearest selected row."""
+def _greedy_steps_torch(
+    x: torch.Tensor,
+    sq: torch.Tensor,
+    start: int,
+    steps,
+    selected: torch.Tensor,
+    radii: torch.Tensor | None,
+    clock: list | None = None,
+) -> torch.Tensor:
+    """The greedy loop in torch, on ``x``'s device (used on a GPU): the same
+    steps as :func:`_greedy_steps_numpy`, in place so that no step allocates.
+    Fills ``selected`` (and ``radii``) and returns each row's squared distance
+    to its nearest selected row."""
     n_points = x.shape[0]
-    min_d = torch.full((n_points,), float("inf"), dtype=x.dtype, device=x.device)
+    min_d = torch.full(
+        (n_points,), float("inf"), dtype=x.dtype, device=x.device
+    )
     dots = torch.empty(n_points, dtype=x.dtype, device=x.device)
     idx = start
     for step in steps:
         selected[step] = idx
         torch.mv(x, x[idx], out=dots)
-        # squared distance = ||x||^2 - 2 x.c + ||c||^2, clamped at 0 against rounding (in place)
+        # squared distance = ||x||^2 - 2 x.c + ||c||^2,
+        # clamped at 0 against rounding (in place)
         d = dots.mul_(-2).add_(sq).add_(sq[idx]).clamp_(min=0)
         torch.minimum(min_d, d, out=min_d)
         min_d[idx] = 0
@@ -114,13 +166,22 @@ def _greedy_steps_torch(x: torch.Tensor, sq: torch.Tensor, start: int, steps, se
     return min_d
 
 
-def _greedy_steps_numpy(x: torch.Tensor, sq: torch.Tensor, start: int, steps, selected: torch.Tensor,
-                        radii: torch.Tensor | None, clock: list | None = None) -> torch.Tensor:
-    """The greedy loop on the CPU, in NumPy on the tensors' memory (no copies): one ``x @ c`` through
-    NumPy's BLAS (OpenBLAS) and a few in-place vector operations per step. The MKL that ships with
-    torch runs this matrix-vector product about 3x slower on AMD processors, and alternating torch's
-    OpenMP threads with BLAS threads every step costs more than the step itself on a small machine
-    (both measured by ``benchmarks/patchcore_bench.py``). Same arithmetic as the torch loop."""
+def _greedy_steps_numpy(
+    x: torch.Tensor,
+    sq: torch.Tensor,
+    start: int,
+    steps,
+    selected: torch.Tensor,
+    radii: torch.Tensor | None,
+    clock: list | None = None,
+) -> torch.Tensor:
+    """The greedy loop on the CPU, in NumPy on the tensors' memory (no copies):
+    one ``x @ c`` through NumPy's BLAS (OpenBLAS) and a few in-place vector
+    operations per step. The MKL that ships with torch runs this matrix-vector
+    product about 3x slower on AMD processors, and alternating torch's OpenMP
+    threads with BLAS threads every step costs more than the step itself on a
+    small machine (both measured by ``benchmarks/patchcore_bench.py``). Same
+    arithmetic as the torch loop."""
     import numpy as np
 
     xn = x.detach().contiguous().numpy()
@@ -146,23 +207,31 @@ def _greedy_steps_numpy(x: torch.Tensor, sq: torch.Tensor, start: int, steps, se
 
 
 def agreement(a, b) -> int:
-    """How many leading entries two selections share (the index of their first difference)."""
+    """How many leading entries two selections share (the index of their first
+    difference)."""
     a, b = [int(i) for i in a], [int(i) for i in b]
-    return next((i for i, (u, v) in enumerate(zip(a, b)) if u != v), min(len(a), len(b)))
+    return next(
+        (i for i, (u, v) in enumerate(zip(a, b)) if u != v),
+        min(len(a), len(b)),
+    )
 
 
 def random_subset(n_points: int, n: int, seed: int = 0) -> torch.Tensor:
-    """``n`` distinct indices drawn uniformly (the baseline the coreset is compared with)."""
+    """``n`` distinct indices drawn uniformly (the baseline the coreset is
+    compared with)."""
     gen = torch.Generator().manual_seed(seed)
     return torch.randperm(n_points, generator=gen)[:n]
 
 
 @torch.no_grad()
-def coverage_radius(x: torch.Tensor, selected: torch.Tensor, batch: int = 8192) -> float:
-    """Largest Euclidean distance from a row of ``x`` to its nearest selected row."""
+def coverage_radius(
+    x: torch.Tensor, selected: torch.Tensor, batch: int = 8192
+) -> float:
+    """Largest Euclidean distance from a row of ``x`` to its nearest selected
+    row."""
     centres = x[selected]
     worst = 0.0
     for i in range(0, x.shape[0], batch):
-        d = torch.cdist(x[i:i + batch], centres).min(1).values.max()
+        d = torch.cdist(x[i : i + batch], centres).min(1).values.max()
         worst = max(worst, float(d))
     return worst

@@ -1,4 +1,5 @@
-"""Small, fast fixtures shared by the PatchCore tests (random toy backbone, tiny images)."""
+"""Small, fast fixtures shared by the PatchCore tests (random toy backbone,
+tiny images)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,15 @@ import torchvision
 
 
 def toy_backbone(seed: int = 0) -> torch.nn.Module:
-    """A randomly initialised ResNet-18 (layer2: 128, layer3: 256 channels), eval mode."""
+    """A randomly initialised ResNet-18 (layer2: 128, layer3: 256 channels),
+    eval mode."""
     torch.manual_seed(seed)
     return torchvision.models.resnet18(num_classes=10).eval()
 
 
-def toy_images(n: int, seed: int = 0, shape: tuple[int, ...] = (40, 56)) -> list[np.ndarray]:
+def toy_images(
+    n: int, seed: int = 0, shape: tuple[int, ...] = (40, 56)
+) -> list[np.ndarray]:
     """``n`` smooth random uint8 grayscale images."""
     rng = np.random.default_rng(seed)
     out = []
@@ -24,6 +28,14 @@ def toy_images(n: int, seed: int = 0, shape: tuple[int, ...] = (40, 56)) -> list
 
 
 def toy_settings(**over) -> dict:
-    d = dict(image_size=64, resize=72, coreset_ratio=0.25, k=3, progress=False, batch_size=4, seed=0)
+    d = dict(
+        image_size=64,
+        resize=72,
+        coreset_ratio=0.25,
+        k=3,
+        progress=False,
+        batch_size=4,
+        seed=0,
+    )
     d.update(over)
     return d

@@ -1,17 +1,21 @@
-"""A cache of trained VAEs for book builds: one training run is done once and reused by later chapters.
+"""A cache of trained VAEs for book builds: one training run is done once and
+reused by later chapters.
 
-Several chapters train the same model (chapter 1's baseline is chapter 4's first MNIST seed and
-chapter 6's baseline; chapter 5 repeats chapter 4's Fashion-MNIST pairs). When the environment
-variable ``VAD_MODEL_CACHE`` names a folder (``python -m helpers.book`` sets it to
-``_build/models``), :func:`helpers.vae.model.train_vae` stores each trained model there and reuses
+Several chapters train the same model (chapter 1's baseline is chapter 4's
+first MNIST seed and chapter 6's baseline; chapter 5 repeats chapter 4's
+Fashion-MNIST pairs). When the environment variable ``VAD_MODEL_CACHE`` names a
+folder (``python -m helpers.book`` sets it to ``_build/models``),
+:func:`helpers.vae.model.train_vae` stores each trained model there and reuses
 it when the *same* run is asked for again.
 
-"Same" is strict: the key hashes the training crops (bytes, shape, dtype), every training setting,
-where it ran (a one-thread worker process or the calling process: the thread count changes rounding),
-the source of the modules that define the model, loss and training loop, and the Keras, backend and
-NumPy versions. Anything else changes the key and the model is trained afresh. Weights are stored as
-Keras ``.weights.h5`` (HDF5 arrays, no pickle) beside a JSON file with the training history, each
-written to a temporary name and renamed into place. Without the variable nothing is cached.
+"Same" is strict: the key hashes the training crops (bytes, shape, dtype),
+every training setting, where it ran (a one-thread worker process or the
+calling process: the thread count changes rounding), the source of the modules
+that define the model, loss and training loop, and the Keras, backend and NumPy
+versions. Anything else changes the key and the model is trained afresh.
+Weights are stored as Keras ``.weights.h5`` (HDF5 arrays, no pickle) beside a
+JSON file with the training history, each written to a temporary name and
+renamed into place. Without the variable nothing is cached.
 """
 
 from __future__ import annotations
@@ -29,13 +33,17 @@ _SOURCES = ("model.py", "losses.py", "cache.py", "workers.py")
 
 
 def cache_dir() -> Path | None:
-    """The cache folder named by ``VAD_MODEL_CACHE``, or ``None`` when caching is off."""
+    """The cache folder named by ``VAD_MODEL_CACHE``, or ``None`` when caching
+    is off."""
     value = os.environ.get(ENV, "").strip()
     return Path(value).expanduser() if value else None
 
 
-def training_key(crops: np.ndarray, settings: dict, where: str = "worker") -> str:
-    """A hex key for one training run: crops, settings, where it ran, code and library versions."""
+def training_key(
+    crops: np.ndarray, settings: dict, where: str = "worker"
+) -> str:
+    """A hex key for one training run: crops, settings, where it ran, code and
+    library versions."""
     import keras
 
     h = hashlib.sha256()
@@ -47,7 +55,9 @@ def training_key(crops: np.ndarray, settings: dict, where: str = "worker") -> st
     here = Path(__file__).resolve().parent
     for name in _SOURCES:
         h.update((here / name).read_bytes())
-    h.update(f"keras {keras.__version__} {keras.backend.backend()} numpy {np.__version__}".encode())
+    h.update(
+        f"keras {keras.__version__} {keras.backend.backend()} numpy {np.__version__}".encode()
+    )
     return h.hexdigest()[:32]
 
 
@@ -56,9 +66,10 @@ def _paths(folder: Path, key: str) -> tuple[Path, Path]:
 
 
 def load(key: str, model, folder: Path | None = None) -> dict | None:
-    """Load cached weights into ``model`` (built with the same settings) and return the stored
-    history, or ``None`` when caching is off or the run is not cached. ``folder`` overrides
-    ``VAD_MODEL_CACHE`` (the training workers hand their models back through one)."""
+    """Load cached weights into ``model`` (built with the same settings) and
+    return the stored history, or ``None`` when caching is off or the run is
+    not cached. ``folder`` overrides ``VAD_MODEL_CACHE`` (the training workers
+    hand their models back through one)."""
     folder = Path(folder) if folder is not None else cache_dir()
     if folder is None:
         return None
@@ -67,22 +78,31 @@ def load(key: str, model, folder: Path | None = None) -> dict | None:
         return None
     try:
         history = json.loads(meta.read_text())["history"]
-        with warnings.catch_warnings():  # the optimizer's state is not needed (no further training)
-            warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+        with warnings.catch_warnings():
+            # the optimizer's state is not needed (no further training)
+            warnings.filterwarnings(
+                "ignore", message="Skipping variable loading for optimizer"
+            )
             model.load_weights(str(weights))
-    except Exception as err:  # h5py/Keras raise many types for a damaged file; any of them is a miss
-        warnings.warn(f"the cached VAE {weights.name} in {folder} is damaged or incomplete "
-                      f"({type(err).__name__}: {err}); it is removed and the model trained again",
-                      RuntimeWarning, stacklevel=2)
+    except Exception as err:
+        # h5py/Keras raise many types for a damaged file; any of them is a miss
+        warnings.warn(
+            f"the cached VAE {weights.name} in {folder} is damaged or incomplete "
+            f"({type(err).__name__}: {err}); it is removed and the model trained again",
+            RuntimeWarning,
+            stacklevel=2,
+        )
         for damaged in (weights, meta):
             damaged.unlink(missing_ok=True)
         return None
     return history
 
 
-def store(key: str, model, history: dict, settings: dict, folder: Path | None = None) -> Path | None:
-    """Save a trained model and its history under ``key`` (atomic renames); ``None`` when off.
-    ``folder`` overrides ``VAD_MODEL_CACHE``."""
+def store(
+    key: str, model, history: dict, settings: dict, folder: Path | None = None
+) -> Path | None:
+    """Save a trained model and its history under ``key`` (atomic renames);
+    ``None`` when off. ``folder`` overrides ``VAD_MODEL_CACHE``."""
     folder = Path(folder) if folder is not None else cache_dir()
     if folder is None:
         return None
@@ -92,7 +112,9 @@ def store(key: str, model, history: dict, settings: dict, folder: Path | None = 
     tmp_meta = folder / f"tmp-{os.getpid()}-{key}.json"
     try:
         model.save_weights(str(tmp_weights))
-        tmp_meta.write_text(json.dumps({"settings": settings, "history": history}, default=str))
+        tmp_meta.write_text(
+            json.dumps({"settings": settings, "history": history}, default=str)
+        )
         os.replace(tmp_weights, weights)
         os.replace(tmp_meta, meta)
     finally:

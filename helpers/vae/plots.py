@@ -19,14 +19,19 @@ def article_figure(x_normal, x_anomaly, img_normal, img_anomaly, name: str):
     """The article's ``save_img`` layout (2x2: image | heat map), returned instead of saved."""
     img_normal, img_anomaly = normalise_1_10(img_normal, img_anomaly)
     fig = plt.figure(figsize=(6, 5))
-    for k, (img, heat, label) in enumerate(((x_normal, img_normal, "normal"),
-                                            (x_anomaly, img_anomaly, "anomaly"))):
+    for k, (img, heat, label) in enumerate(
+        ((x_normal, img_normal, "normal"), (x_anomaly, img_anomaly, "anomaly"))
+    ):
         plt.subplot(2, 2, 2 * k + 1)
         plt.imshow(np.squeeze(img), cmap="gray")
         plt.axis("off")
         plt.colorbar()
         plt.subplot(2, 2, 2 * k + 2)
-        plt.imshow(np.squeeze(heat), cmap="Blues", norm=colors.LogNorm(vmin=1, vmax=10))
+        plt.imshow(
+            np.squeeze(heat),
+            cmap="Blues",
+            norm=colors.LogNorm(vmin=1, vmax=10),
+        )
         plt.axis("off")
         plt.colorbar()
         plt.title(name + label)
@@ -34,8 +39,14 @@ def article_figure(x_normal, x_anomaly, img_normal, img_anomaly, name: str):
     return fig
 
 
-def old_vs_new_figure(images, heat_old, heat_new, labels=("normal", "anomaly"),
-                      titles=("old: full loss D+A+M", "new: M only"), suptitle: str | None = None):
+def old_vs_new_figure(
+    images,
+    heat_old,
+    heat_new,
+    labels=("normal", "anomaly"),
+    titles=("old: full loss D+A+M", "new: M only"),
+    suptitle: str | None = None,
+):
     """Rows = images; columns = image, "old" heat map, "new" heat map (each method normalised 1..10
     jointly over its images, ``LogNorm``, ``Blues``), side by side."""
     images = [np.squeeze(i) for i in images]
@@ -46,8 +57,12 @@ def old_vs_new_figure(images, heat_old, heat_new, labels=("normal", "anomaly"),
     for r in range(n):
         axes[r, 0].imshow(images[r], cmap="gray", vmin=0, vmax=1)
         axes[r, 0].set_title(labels[r] if r < len(labels) else "")
-        for c, (heat, title) in enumerate(((old[r], titles[0]), (new[r], titles[1])), start=1):
-            im = axes[r, c].imshow(heat, cmap="Blues", norm=colors.LogNorm(vmin=1, vmax=10))
+        for c, (heat, title) in enumerate(
+            ((old[r], titles[0]), (new[r], titles[1])), start=1
+        ):
+            im = axes[r, c].imshow(
+                heat, cmap="Blues", norm=colors.LogNorm(vmin=1, vmax=10)
+            )
             axes[r, c].set_title(title, fontsize=9)
             fig.colorbar(im, ax=axes[r, c], fraction=0.046)
         for ax in axes[r]:
