@@ -21,6 +21,9 @@ from . import cache, losses
 TERMS = ("D", "A", "M", "SE")
 REDUCTIONS = ("mean", "article")
 VARIANCE_HEADS = ("sigmoid", "logvar")
+#: "article": the article's 8x8 network; "paper": Matsubara et al.'s
+#: stride-2 stack of kernel-4 convolutions, for larger windows
+ARCHITECTURES = ("article", "paper")
 
 
 def parse_terms(terms: str | tuple[str, ...]) -> tuple[str, ...]:
@@ -71,12 +74,7 @@ def build_decoder(
     predicts log sigma^2 with a linear Conv2DTranspose(1,4) (sigma^2 = exp,
     unbounded). ``variance_floor`` > 0 adds a constant so sigma^2 >= floor.
     """
-    if variance not in VARIANCE_HEADS:
-        raise ValueError(
-            f"variance head {variance!r} unknown: use one of {VARIANCE_HEADS}"
-        )
-    if not variance_floor >= 0.0:
-        raise ValueError(f"variance_floor must be >= 0, got {variance_floor}")
+    _check_head(variance, variance_floor)
     latent_inputs = keras.Input(shape=(latent_dim,), name="z_sampling")
     x = layers.Dense(2 * 2)(latent_inputs)
     x = layers.BatchNormalization()(x)
@@ -91,11 +89,30 @@ def build_decoder(
     x = layers.BatchNormalization()(x)
     x = layers.Activation("relu")(x)
 
-    x1 = layers.Conv2DTranspose(1, kernel_size=4, padding="same")(x)
+    return _heads(latent_inputs, x, variance, variance_floor, strides=1)
+
+
+def _check_head(variance: str, variance_floor: float) -> None:
+    if variance not in VARIANCE_HEADS:
+        raise ValueError(
+            f"variance head {variance!r} unknown: use one of {VARIANCE_HEADS}"
+        )
+    if not variance_floor >= 0.0:
+        raise ValueError(f"variance_floor must be >= 0, got {variance_floor}")
+
+
+def _heads(latent_inputs, x, variance, variance_floor, strides):
+    """The two output heads on feature map ``x``: mu (BN, sigmoid) and
+    sigma^2 (see :func:`build_decoder`), each a Conv2DTranspose(1, 4)."""
+    x1 = layers.Conv2DTranspose(
+        1, kernel_size=4, strides=strides, padding="same"
+    )(x)
     x1 = layers.BatchNormalization()(x1)
     out1 = layers.Activation("sigmoid", name="mu")(x1)
 
-    x2 = layers.Conv2DTranspose(1, kernel_size=4, padding="same")(x)
+    x2 = layers.Conv2DTranspose(
+        1, kernel_size=4, strides=strides, padding="same"
+    )(x)
     if variance == "sigmoid":
         x2 = layers.BatchNormalization()(x2)
         out2 = layers.Activation("sigmoid")(x2)
@@ -105,6 +122,77 @@ def build_decoder(
         out2 = layers.Rescaling(1.0, offset=variance_floor)(out2)
     out2 = layers.Activation("linear", name="sigma2")(out2)
     return keras.Model(latent_inputs, [out1, out2], name="decoder")
+
+
+def paper_depth(patch: int) -> int:
+    """How many stride-2 convolutions take a ``patch`` x ``patch`` window down
+    to 4 x 4 (the paper took 96 px down to 3 px with five)."""
+    if not isinstance(patch, (int, np.integer)) or patch < 8:
+        raise ValueError(
+            f"the paper's architecture needs a window of at least 8 px, "
+            f"got {patch!r}"
+        )
+    n = int(patch).bit_length() - 3
+    if 4 * 2**n != patch:
+        raise ValueError(
+            f"window {patch} px is not 4 x a power of 2 (8, 16, 32, 64, "
+            "...): each stride-2 convolution halves it down to 4 x 4"
+        )
+    return n
+
+
+def build_paper_encoder(
+    latent_dim: int = 16, nc: int = 16, input_shape=(32, 32, 1)
+) -> keras.Model:
+    """The encoder of Matsubara et al. scaled to the window: n convolutions
+    (kernel 4, stride 2, channels nc * 2^(i-1)), each with BN and ReLU, to a
+    4 x 4 map; then Dense mean and log-variance."""
+    n = paper_depth(_square(input_shape))
+    inputs = keras.Input(shape=input_shape, name="encoder_input")
+    x = inputs
+    for i in range(n):
+        x = layers.Conv2D(nc * 2**i, 4, strides=2, padding="same")(x)
+        x = layers.BatchNormalization()(x)
+        x = layers.Activation("relu")(x)
+    x = layers.Flatten()(x)
+    z_mean = layers.Dense(latent_dim, name="z_mean")(x)
+    z_log_var = layers.Dense(latent_dim, name="z_log_var")(x)
+    return keras.Model(inputs, [z_mean, z_log_var], name="encoder")
+
+
+def build_paper_decoder(
+    latent_dim: int = 16,
+    nc: int = 16,
+    patch: int = 32,
+    variance: str = "sigmoid",
+    variance_floor: float = 0.0,
+) -> keras.Model:
+    """The mirror of :func:`build_paper_encoder`: Dense to a 4 x 4 map,
+    Conv2DTranspose (kernel 4, stride 2) with BN and ReLU up to half the
+    window, then the article's two heads (mu, sigma^2), each one more stride-2
+    Conv2DTranspose."""
+    _check_head(variance, variance_floor)
+    n = paper_depth(patch)
+    top = nc * 2 ** (n - 1)
+    latent_inputs = keras.Input(shape=(latent_dim,), name="z_sampling")
+    x = layers.Dense(4 * 4 * top)(latent_inputs)
+    x = layers.BatchNormalization()(x)
+    x = layers.Activation("relu")(x)
+    x = layers.Reshape((4, 4, top))(x)
+    for i in reversed(range(n - 1)):
+        x = layers.Conv2DTranspose(nc * 2**i, 4, strides=2, padding="same")(x)
+        x = layers.BatchNormalization()(x)
+        x = layers.Activation("relu")(x)
+    return _heads(latent_inputs, x, variance, variance_floor, strides=2)
+
+
+def _square(input_shape) -> int:
+    h, w, c = tuple(input_shape)
+    if h != w or c != 1:
+        raise ValueError(
+            f"windows must be square and grey, (w, w, 1); got {tuple(input_shape)}"
+        )
+    return h
 
 
 class VAE(keras.Model):
@@ -133,9 +221,22 @@ class VAE(keras.Model):
         variance_floor: float = 0.0,
         seed: int = 0,
         sample_at_inference: bool = False,
+        architecture: str = "article",
+        input_shape=(8, 8, 1),
         **kwargs,
     ):
         super().__init__(**kwargs)
+        if architecture not in ARCHITECTURES:
+            raise ValueError(
+                f"architecture {architecture!r} unknown: use one of "
+                f"{ARCHITECTURES}"
+            )
+        input_shape = tuple(int(v) for v in input_shape)
+        if architecture == "article" and input_shape != (8, 8, 1):
+            raise ValueError(
+                f"the article's network reads 8x8 crops, got {input_shape}: "
+                "use architecture='paper' for larger windows"
+            )
         if reduction not in REDUCTIONS:
             raise ValueError(
                 f"reduction {reduction!r} unknown: use 'mean' (consistent) or 'article'"
@@ -148,8 +249,17 @@ class VAE(keras.Model):
             float(variance_floor),
         )
         self.sample_at_inference = sample_at_inference
-        self.encoder = build_encoder(latent_dim, nc)
-        self.decoder = build_decoder(latent_dim, nc, variance, variance_floor)
+        self.architecture, self.input_shape_ = architecture, input_shape
+        if architecture == "article":
+            self.encoder = build_encoder(latent_dim, nc)
+            self.decoder = build_decoder(
+                latent_dim, nc, variance, variance_floor
+            )
+        else:
+            self.encoder = build_paper_encoder(latent_dim, nc, input_shape)
+            self.decoder = build_paper_decoder(
+                latent_dim, nc, input_shape[0], variance, variance_floor
+            )
         self.seed_generator = keras.random.SeedGenerator(seed)
 
     def call(self, x, training: bool = False):
@@ -202,6 +312,8 @@ class VAE(keras.Model):
             variance_floor=self.variance_floor,
             seed=self.seed,
             sample_at_inference=self.sample_at_inference,
+            architecture=self.architecture,
+            input_shape=self.input_shape_,
         )
         return config
 
@@ -210,7 +322,7 @@ def build_vae(seed: int = 0, input_shape=(8, 8, 1), **kwargs) -> VAE:
     """Seed Keras (weights, sampling) and build a compiled :class:`VAE` (Adam,
     default settings)."""
     keras.utils.set_random_seed(seed)
-    model = VAE(seed=seed, **kwargs)
+    model = VAE(seed=seed, input_shape=input_shape, **kwargs)
     model(np.zeros((1, *input_shape), np.float32))  # create the weights
     model.compile(optimizer=keras.optimizers.Adam())
     return model

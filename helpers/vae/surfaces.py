@@ -1,0 +1,131 @@
+"""Inspection images for the VAE: grey, one size, pixels in [0, 1]; maps back
+to each image's own size.
+
+The article's VAE reads 28x28 digits. Real inspection images (the Magnetic
+Tile set) come in many sizes and shapes, so they are resized to one square
+``size`` (aspect not kept: every pixel of the tile stays in the frame), the
+VAE's windows slide over that frame, and its per-pixel maps are resized back
+to the image's own size, where the masks are and where PatchCore's maps are
+evaluated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from PIL import Image
+
+
+def to_frame(image: np.ndarray, size: int) -> np.ndarray:
+    """A uint8 image (H, W) or (H, W, 3) -> float32 ``(size, size)`` grey in
+    [0, 1] (bilinear, antialiased)."""
+    image = np.asarray(image)
+    if image.dtype != np.uint8 or image.ndim not in (2, 3):
+        raise ValueError(
+            "expected a uint8 image of shape (H, W) or (H, W, 3), got "
+            f"{image.dtype} {image.shape}"
+        )
+    if not isinstance(size, (int, np.integer)) or size < 1:
+        raise ValueError(f"size must be a positive integer, got {size!r}")
+    img = Image.fromarray(image).convert("L")
+    img = img.resize((size, size), Image.Resampling.BILINEAR)
+    return np.asarray(img, np.float32) / 255.0
+
+
+def frames(samples: Sequence, size: int) -> np.ndarray:
+    """The images of ``samples`` (objects with ``.image``, as in
+    :mod:`helpers.data`) as one ``(N, size, size)`` float32 array."""
+    if len(samples) == 0:
+        raise ValueError("no images given")
+    return np.stack([to_frame(s.image, size) for s in samples])
+
+
+def to_image_size(frame_map: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """A per-pixel map of the square frame, resized (bilinear) to an image of
+    ``shape`` (H, W)."""
+    m = np.asarray(frame_map, np.float32)
+    if m.ndim != 2:
+        raise ValueError(f"expected one 2-d map, got shape {m.shape}")
+    h, w = shape
+    out = Image.fromarray(m, mode="F").resize(
+        (w, h), Image.Resampling.BILINEAR
+    )
+    return np.asarray(out, np.float32)
+
+
+def score_frames(
+    model,
+    frames_: np.ndarray,
+    scores: Sequence[str],
+    window: int,
+    stride: int,
+    chunk: int = 32,
+    progress: bool = False,
+):
+    """:func:`helpers.vae.scoring.score_windows` over ``chunk`` images at a
+    time (the windows of a few hundred frames would fill gigabytes), as one
+    :class:`~helpers.vae.scoring.WindowScores`."""
+    from .scoring import WindowScores, score_windows
+
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
+    starts = range(0, len(frames_), chunk)
+    if progress:
+        from tqdm.auto import tqdm
+
+        starts = tqdm(starts, desc="scoring windows", unit="chunk")
+    parts = [
+        score_windows(
+            model, frames_[i : i + chunk], tuple(scores), window, stride
+        )
+        for i in starts
+    ]
+    if not parts:
+        raise ValueError("no frames to score")
+    joined = {
+        k: np.concatenate([p.scores[k] for p in parts])
+        for k in parts[0].scores
+    }
+    return WindowScores(joined, window, stride, parts[0].image_shape)
+
+
+def image_maps(ws, name: str, shapes: Sequence[tuple[int, int]]) -> list:
+    """Per-pixel maps of score ``name`` (each window's score averaged over
+    the windows covering a pixel), each resized to its image's ``shape``."""
+    frame_maps = ws.heatmap(name, reduce="mean")
+    if len(frame_maps) != len(shapes):
+        raise ValueError(
+            f"{len(frame_maps)} maps but {len(shapes)} image shapes given"
+        )
+    return [to_image_size(m, s) for m, s in zip(frame_maps, shapes)]
+
+
+def average_results(results: Sequence[dict]) -> dict:
+    """The mean over seeds of :func:`helpers.patchcore.evaluation.evaluate`
+    results (overall and per defect type, metric by metric), with each
+    metric's per-seed values under ``"seeds"``."""
+    if not results:
+        raise ValueError("no results to average")
+    metrics = [k for k in results[0] if k != "per_type"]
+    out = {m: float(np.mean([r[m] for r in results])) for m in metrics}
+    out["seeds"] = {m: [float(r[m]) for r in results] for m in metrics}
+    if "per_type" in results[0]:
+        out["per_type"] = {
+            t: {
+                m: float(np.mean([r["per_type"][t][m] for r in results]))
+                for m in results[0]["per_type"][t]
+            }
+            for t in results[0]["per_type"]
+        }
+    return out
+
+
+def window_contrast(frames_: np.ndarray, window: int, stride: int):
+    """The standard deviation of the pixels of every window, ``(N, rows,
+    cols)``, laid out as :func:`helpers.vae.scoring.score_windows` lays out
+    its scores: a simple measure of how complex a window's texture is."""
+    from .scoring import check_images, windows_of
+
+    win = windows_of(check_images(frames_, window, stride), window, stride)
+    return win.std(axis=(-2, -1))

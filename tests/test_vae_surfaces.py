@@ -1,0 +1,144 @@
+"""The VAE on inspection images: the paper's architecture for larger windows,
+frames, chunked scoring and maps at each image's own size."""
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from helpers.vae import surfaces
+from helpers.vae.model import build_vae, paper_depth
+from helpers.vae.scoring import score_windows
+
+
+@pytest.mark.parametrize("window, depth", [(8, 1), (16, 2), (32, 3), (64, 4)])
+def test_paper_depth_halves_the_window_down_to_4(window, depth):
+    assert paper_depth(window) == depth
+    assert window // 2**depth == 4
+
+
+@pytest.mark.parametrize("window", [4, 12, 96, 33])
+def test_paper_depth_rejects_windows_that_do_not_halve_to_4(window):
+    with pytest.raises(ValueError, match="window"):
+        paper_depth(window)
+
+
+@pytest.mark.parametrize("window", [16, 32])
+def test_paper_network_maps_a_window_to_a_window(window):
+    model = build_vae(
+        seed=0,
+        input_shape=(window, window, 1),
+        architecture="paper",
+        latent_dim=5,
+        nc=4,
+    )
+    x = np.random.default_rng(0).random((3, window, window, 1), np.float32)
+    mu, sigma2, z_mean, z_log_var = (np.asarray(o) for o in model(x))
+    assert mu.shape == sigma2.shape == x.shape
+    assert z_mean.shape == z_log_var.shape == (3, 5)
+    assert (mu > 0).all() and (mu < 1).all()
+    assert (sigma2 > 0).all() and (sigma2 < 1).all()  # the article's head
+    # the encoder's convolutions double the channels from nc
+    convs = [layer for layer in model.encoder.layers if "conv" in layer.name]
+    assert [c.filters for c in convs] == [4 * 2**i for i in range(len(convs))]
+    assert len(convs) == paper_depth(window)
+
+
+def test_same_seed_same_paper_network_and_config_round_trip():
+    a = build_vae(seed=1, input_shape=(16, 16, 1), architecture="paper")
+    b = build_vae(seed=1, input_shape=(16, 16, 1), architecture="paper")
+    assert all(
+        np.array_equal(u, v) for u, v in zip(a.get_weights(), b.get_weights())
+    )
+    config = a.get_config()
+    assert config["architecture"] == "paper"
+    assert tuple(config["input_shape"]) == (16, 16, 1)
+
+
+def test_bad_architecture_and_shapes_are_named():
+    with pytest.raises(ValueError, match="architecture 'deep' unknown"):
+        build_vae(architecture="deep")
+    with pytest.raises(ValueError, match="8x8 crops"):
+        build_vae(input_shape=(16, 16, 1))
+    with pytest.raises(ValueError, match="square and grey"):
+        build_vae(input_shape=(16, 32, 1), architecture="paper")
+
+
+def test_to_frame_is_grey_square_in_unit_range():
+    rgb = np.zeros((30, 50, 3), np.uint8)
+    rgb[:, 25:] = 255
+    f = surfaces.to_frame(rgb, 20)
+    assert f.shape == (20, 20) and f.dtype == np.float32
+    assert f.min() == 0.0 and f.max() == 1.0
+    # the whole width is kept: the left half dark, the right half bright
+    assert f[:, :8].max() == 0.0 and f[:, -8:].min() == 1.0
+    with pytest.raises(ValueError, match="uint8"):
+        surfaces.to_frame(rgb.astype(float), 20)
+    with pytest.raises(ValueError, match="size"):
+        surfaces.to_frame(rgb, 0)
+    with pytest.raises(ValueError, match="no images"):
+        surfaces.frames([], 20)
+
+
+def test_to_image_size_restores_the_shape_and_keeps_constants():
+    m = np.full((16, 16), 2.5, np.float32)
+    out = surfaces.to_image_size(m, (37, 23))
+    assert out.shape == (37, 23)
+    np.testing.assert_allclose(out, 2.5, rtol=1e-6)
+    ramp = np.tile(np.linspace(0, 1, 16, dtype=np.float32), (16, 1))
+    wide = surfaces.to_image_size(ramp, (16, 64))
+    # bilinear: monotone along the ramp, within its range
+    assert (np.diff(wide[8]) >= -1e-6).all()
+    assert wide.min() >= 0 and wide.max() <= 1
+
+
+def test_chunked_scoring_equals_scoring_at_once():
+    model = build_vae(
+        seed=0, input_shape=(8, 8, 1), architecture="paper", nc=4
+    )
+    frames = np.random.default_rng(1).random((7, 24, 24), np.float32)
+    names = ("full", "M", "SE")
+    whole = score_windows(model, frames, names, window=8, stride=4)
+    chunked = surfaces.score_frames(model, frames, names, 8, 4, chunk=3)
+    assert chunked.image_shape == whole.image_shape
+    for name in names:
+        # the same windows through the same model: batch composition only
+        # changes BLAS blocking, so agreement is to float32 rounding
+        np.testing.assert_allclose(
+            chunked.scores[name], whole.scores[name], rtol=1e-4, atol=1e-3
+        )
+    shapes = [(30, 40)] * 7
+    maps = surfaces.image_maps(chunked, "M", shapes)
+    assert len(maps) == 7 and maps[0].shape == (30, 40)
+    with pytest.raises(ValueError, match="image shapes"):
+        surfaces.image_maps(chunked, "M", shapes[:2])
+
+
+def test_frames_reads_sample_images():
+    samples = [
+        SimpleNamespace(image=np.full((10, 14), v, np.uint8)) for v in (0, 51)
+    ]
+    f = surfaces.frames(samples, 6)
+    assert f.shape == (2, 6, 6)
+    np.testing.assert_allclose(f[1], 51 / 255, rtol=1e-6)
+
+
+def test_average_results_means_each_metric_and_type():
+    a = {"image_auroc": 0.5, "pro": 0.2, "per_type": {"Crack": {"pro": 0.1}}}
+    b = {"image_auroc": 0.7, "pro": 0.4, "per_type": {"Crack": {"pro": 0.3}}}
+    out = surfaces.average_results([a, b])
+    assert out["image_auroc"] == pytest.approx(0.6)
+    assert out["per_type"]["Crack"]["pro"] == pytest.approx(0.2)
+    assert out["seeds"]["pro"] == [0.2, 0.4]
+    with pytest.raises(ValueError, match="no results"):
+        surfaces.average_results([])
+
+
+def test_window_contrast_is_zero_on_flat_windows_and_aligned():
+    frames = np.zeros((2, 16, 16), np.float32)
+    frames[1, 8:, 8:] = 1.0  # a bright corner in the second frame
+    c = surfaces.window_contrast(frames, 8, 4)
+    assert c.shape == (2, 3, 3)
+    assert (c[0] == 0).all()
+    assert c[1, 0, 0] == 0 and c[1, 2, 2] == 0  # entirely dark / bright
+    assert c[1, 1, 1] > 0  # straddles the corner
