@@ -54,6 +54,11 @@ def build_encoder(
     x = layers.Conv2D(2 * nc, kernel_size=2, strides=2)(x)
     x = layers.BatchNormalization()(x)
     x = layers.Activation("relu")(x)
+    return _latent_code(inputs, x, latent_dim)
+
+
+def _latent_code(inputs, x, latent_dim: int) -> keras.Model:
+    """The encoder's end: Flatten, then Dense mean and log-variance."""
     x = layers.Flatten()(x)
     z_mean = layers.Dense(latent_dim, name="z_mean")(x)
     z_log_var = layers.Dense(latent_dim, name="z_log_var")(x)
@@ -154,10 +159,7 @@ def build_paper_encoder(
         x = layers.Conv2D(nc * 2**i, 4, strides=2, padding="same")(x)
         x = layers.BatchNormalization()(x)
         x = layers.Activation("relu")(x)
-    x = layers.Flatten()(x)
-    z_mean = layers.Dense(latent_dim, name="z_mean")(x)
-    z_log_var = layers.Dense(latent_dim, name="z_log_var")(x)
-    return keras.Model(inputs, [z_mean, z_log_var], name="encoder")
+    return _latent_code(inputs, x, latent_dim)
 
 
 def build_paper_decoder(
