@@ -191,6 +191,38 @@ def with_validation(split: Split, fraction: float, seed: int = 0) -> Split:
     )
 
 
+def smoke_subset(
+    split: Split,
+    train_limit: int | None = None,
+    test_limit: int | None = None,
+    seed: int = 0,
+) -> tuple[list[Sample], list[Sample]]:
+    """The training and test images a quick (smoke) run uses: ``train_limit``
+    training images drawn with ``seed`` (kept in file order), and
+    ``test_limit // 2`` good test images plus every k-th defective one (about
+    as many), so that each type of a split listed type by type appears.
+    ``None`` keeps a list whole."""
+    train, test = list(split.train), split.test
+    if train_limit is not None:
+        if not 1 <= train_limit <= len(train):
+            raise ValueError(
+                f"train_limit must be in [1, {len(train)}], got {train_limit}"
+            )
+        rng = np.random.default_rng(seed)
+        pick = sorted(rng.choice(len(train), train_limit, replace=False))
+        train = [train[i] for i in pick]
+    if test_limit is not None:
+        if not 2 <= test_limit // 2 * 2 <= 2 * len(split.defect_test):
+            raise ValueError(
+                "test_limit must be at least 2 and at most twice the "
+                f"{len(split.defect_test)} defective test images, "
+                f"got {test_limit}"
+            )
+        step = len(split.defect_test) // (test_limit // 2)
+        test = split.good_test[: test_limit // 2] + split.defect_test[::step]
+    return train, test
+
+
 GREY_MODES = ("L", "LA", "1", "I;16", "I;16B", "I;16L", "I", "F")
 
 

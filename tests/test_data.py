@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -339,3 +340,44 @@ def test_real_differnet_split_counts():
     assert not {s.path.name for s in split.train} & {
         s.path.name for s in split.good_test
     }
+
+
+def _toy_split(n_train=10, n_good=6, n_defect=8):
+    def s(name, t):
+        return data.Sample(Path(name), None, None, t)
+
+    types = ["Crack", "Fray"]
+    return data.Split(
+        "toy",
+        [s(f"train{i}", "Free") for i in range(n_train)],
+        [s(f"good{i}", "Free") for i in range(n_good)],
+        # listed type by type, as the loaders list them
+        [s(f"bad{i}", types[2 * i // n_defect]) for i in range(n_defect)],
+    )
+
+
+def test_smoke_subset_keeps_every_type_and_file_order():
+    split = _toy_split()
+    assert data.smoke_subset(split) == (split.train, split.test)
+    train, test = data.smoke_subset(split, 4, 4, seed=3)
+    assert len(train) == 4 and train == sorted(
+        train, key=lambda s: int(s.path.name[5:])
+    )
+    assert train == data.smoke_subset(split, 4, 4, seed=3)[0]
+    assert train != data.smoke_subset(split, 4, 4, seed=4)[0]
+    assert [s.path.name for s in test] == ["good0", "good1", "bad0", "bad4"]
+    assert {s.defect_type for s in test if s.is_anomalous} == {
+        "Crack",
+        "Fray",
+    }
+    _, test = data.smoke_subset(split, None, 8)
+    assert [s.path.name for s in test if s.is_anomalous] == [
+        "bad0",
+        "bad2",
+        "bad4",
+        "bad6",
+    ]
+    with pytest.raises(ValueError, match="train_limit"):
+        data.smoke_subset(split, 0)
+    with pytest.raises(ValueError, match="test_limit"):
+        data.smoke_subset(split, None, 1)

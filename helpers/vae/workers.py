@@ -189,23 +189,30 @@ def train_many(
 def _train_here(parts, results, pending, bar) -> None:
     """Train the pending jobs one after the other in this process
     (``VAD_TRAIN_WORKERS=0``)."""
-    from .model import fit_vae
-
     for key, ids in pending.items():
         crops, train, model_kwargs = parts[ids[0]]
         model = results[ids[0]].model
-        history = fit_vae(
-            model,
-            crops,
-            train["epochs"],
-            train["batch_size"],
-            train["seed"],
-            train["probe"],
-            on_epoch=(lambda _: bar.update(1)) if bar is not None else None,
-            dequantise=train.get("dequantise", False),
-        )
+        tick = (lambda _: bar.update(1)) if bar is not None else None
+        history = _fit(model, crops, train, tick)
         cache.store(key, model, history, {**train, **model_kwargs})
         _share(results, ids, history)
+
+
+def _fit(model, crops: np.ndarray, train: dict, on_epoch) -> dict:
+    """One job's training loop (:func:`~helpers.vae.model.fit_vae`) with its
+    settings, here or in a worker."""
+    from .model import fit_vae
+
+    return fit_vae(
+        model,
+        crops,
+        train["epochs"],
+        train["batch_size"],
+        train["seed"],
+        train["probe"],
+        on_epoch=on_epoch,
+        dequantise=train.get("dequantise", False),
+    )
 
 
 def _share(results, ids, history) -> None:
@@ -375,7 +382,7 @@ def _worker_train(
 ) -> str:
     """In a worker: build, train and store one model under ``key`` in
     ``folder``."""
-    from .model import build_vae, fit_vae
+    from .model import build_vae
 
     model = build_vae(
         seed=train["seed"], input_shape=crops.shape[1:], **model_kwargs
@@ -385,16 +392,7 @@ def _worker_train(
         if _worker_queue is not None:
             _worker_queue.put(token)
 
-    history = fit_vae(
-        model,
-        crops,
-        train["epochs"],
-        train["batch_size"],
-        train["seed"],
-        train["probe"],
-        on_epoch=tick,
-        dequantise=train.get("dequantise", False),
-    )
+    history = _fit(model, crops, train, tick)
     cache.store(
         key, model, history, {**train, **model_kwargs}, folder=Path(folder)
     )
