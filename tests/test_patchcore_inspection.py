@@ -218,3 +218,25 @@ def test_command_line_fit_and_predict_end_to_end(tmp_path):
     assert missing.returncode == 2 and "not a saved PatchCore model" in (
         missing.stderr
     )
+
+
+def test_demo_folders_replace_only_what_they_made(tmp_path):
+    mine = tmp_path / "project" / "good"
+    mine.mkdir(parents=True)
+    (mine / "my_photo.png").write_bytes(b"not to be lost")
+    with pytest.raises(FileExistsError, match="not made by make_demo_folders"):
+        insp.make_demo_folders(tmp_path / "project", 3, 1, 1)
+    assert (mine / "my_photo.png").read_bytes() == b"not to be lost"
+
+    root = tmp_path / "demo"
+    (root / "notes").mkdir(parents=True)
+    first = insp.make_demo_folders(root, 3, 1, 1)
+    again = insp.make_demo_folders(root, 2, 1, 2, seed=1)
+    assert first == again
+    assert len(insp.image_paths(again["good"])) == 2
+    assert len(insp.image_paths(again["inspect"])) == 3
+    assert (root / "notes").is_dir()  # not one of its folders: kept
+    made = insp.make_demo_folders(root, 2, 1, 1, layout="mvtec")
+    insp.make_demo_folders(root, 2, 1, 1, layout="mvtec")
+    assert (made["category"] / "train" / "good").is_dir()
+    assert again["good"].is_dir()  # the other layout's folders stay

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -117,7 +118,8 @@ def _predict(args) -> None:
         )
         if "image_auroc" in s:
             line += f", image AUROC {s['image_auroc']:.3f}"
-    print(f"{line}. Wrote {args.out}/scores.csv and {args.out}/heatmaps/")
+    out = Path(args.out)
+    print(f"{line}. Wrote {out / 'scores.csv'} and {out / 'heatmaps'}/")
 
 
 def main(argv: list[str] | None = None) -> int:

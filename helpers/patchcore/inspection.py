@@ -276,6 +276,34 @@ def summary(rows: Sequence[dict]) -> dict:
     return out
 
 
+#: The file in ``root`` that lists the folders :func:`make_demo_folders` made
+#: there, so that a later call replaces those and never anything else.
+DEMO_MARK = ".demo-folders"
+
+
+def _clear_demo_folders(root: Path, made: list[Path]) -> None:
+    """Remove the folders an earlier call made; refuse to touch any other."""
+    mark = root / DEMO_MARK
+    ours = set(mark.read_text().split()) if mark.is_file() else set()
+    for folder in made:
+        if folder.exists() and folder.name not in ours:
+            raise FileExistsError(
+                f"{folder} exists and was not made by make_demo_folders; it "
+                "is left as it is: pass a root folder of its own (new or "
+                "empty)"
+            )
+    for folder in made:
+        if folder.exists():
+            shutil.rmtree(folder)
+
+
+def _mark_demo_folders(root: Path, made: list[Path]) -> None:
+    root.mkdir(parents=True, exist_ok=True)
+    mark = root / DEMO_MARK
+    ours = set(mark.read_text().split()) if mark.is_file() else set()
+    mark.write_text("\n".join(sorted(ours | {f.name for f in made})) + "\n")
+
+
 def make_demo_folders(
     root: str | Path,
     n_good: int,
@@ -293,7 +321,9 @@ def make_demo_folders(
     ``layout="mvtec"``: the same images in MVTec AD's layout under ``root/<category>``
     (``train/good``, ``test/good``, ``test/<type>``, ``ground_truth/<type>/<stem>_mask.png``).
     File names carry the defect type (``Crack_exp1_num4.jpg``), as images from several
-    folders would; the folders are made afresh on every call."""
+    folders would. The folders are made afresh on every call: those an earlier
+    call made are replaced, and a folder of the same name that it did not
+    make raises ``FileExistsError`` and is left alone."""
     if layout not in ("folders", "mvtec"):
         raise ValueError(
             f"layout must be 'folders' or 'mvtec', got {layout!r}"
@@ -314,8 +344,12 @@ def make_demo_folders(
     defects = split.defect_test[::step][:n_inspect_defect]
     root = Path(root)
     base = root / category if layout == "mvtec" else root
-    if base.exists():
-        shutil.rmtree(base)
+    made = (
+        [base / k for k in ("good", "inspect", "masks")]
+        if layout == "folders"
+        else [base]
+    )
+    _clear_demo_folders(root, made)
 
     def place(
         sample, folder: Path, mask_folder: Path | None, mask_suffix: str
@@ -332,6 +366,7 @@ def make_demo_folders(
                 mask_folder / f"{stem}{mask_suffix}.png"
             )
 
+    _mark_demo_folders(root, made)
     if layout == "folders":
         dirs = {k: base / k for k in ("good", "inspect", "masks")}
         for s in good:
