@@ -199,3 +199,51 @@ def test_study_over_several_training_sets_equals_one_call_each():
             model_variants=[{}],
             backbone=toy_backbone(),
         )
+
+
+def test_study_can_leave_its_fits_in_the_build_cache(monkeypatch, tmp_path):
+    """With ``cache_fits`` a later ``PatchCore.fit`` of the same settings on
+    the same images loads the study's model: the same bank, the same scores."""
+    import torch
+
+    from helpers.patchcore import cache
+
+    monkeypatch.setenv(cache.ENV, str(tmp_path))
+    test = _test_set()
+    train = [S(im, np.zeros(im.shape, bool), "Free") for im in toy_images(4)]
+    settings = toy_settings(preprocess="letterbox")
+    variants = [{"coreset_ratio": 0.1}, {"coreset_ratio": 0.25}]
+    common = dict(
+        base=settings, feature_variants=[{}], model_variants=variants
+    )
+    study(train, test, backbone=toy_backbone(), progress=False, **common)
+    assert not list(tmp_path.glob("patchcore-*")), "stored without asking"
+    rows = study(
+        train,
+        test,
+        backbone=toy_backbone(),
+        progress=False,
+        cache_fits=True,
+        **common,
+    )
+    assert len(list(tmp_path.glob("patchcore-*"))) == len(variants)
+    for row, mv in zip(rows, variants):
+        again = PatchCore(toy_backbone(), **{**settings, **mv}).fit(train)
+        assert again.fit_info.get("from_cache") is True
+        assert set(again.fit_info["seconds"]) == {"features", "coreset"}
+        monkeypatch.delenv(cache.ENV)
+        fresh = PatchCore(toy_backbone(), **{**settings, **mv}).fit(train)
+        monkeypatch.setenv(cache.ENV, str(tmp_path))
+        assert torch.equal(again.bank, fresh.bank)
+        assert "from_cache" not in fresh.fit_info
+        assert fresh.fit_info["seconds"]["features"] > 0
+        scores, maps = again.predict([s.image for s in test])
+        ev = evaluate(
+            scores,
+            maps,
+            [again.mask_for(s.mask, s.image) for s in test],
+            [s.defect_type for s in test],
+            per_type=False,
+        )
+        assert ev["image_auroc"] == row["image_auroc"]
+        assert ev["pro"] == row["pro"]

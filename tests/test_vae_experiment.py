@@ -208,3 +208,17 @@ def test_compare_is_a_paired_t_test_and_verdicts_follow_it():
     )
     with pytest.raises(ValueError, match="no rows for setting 'absent'"):
         experiment.compare(rows, "absent", "M", "full", "max")
+
+
+def test_load_pair_gives_part_twos_images_in_both_forms():
+    from helpers.vae import experiment
+
+    train, normal, anomaly = experiment.load_pair("MNIST 1 vs 9", n_test=5)
+    raw = experiment.load_classes("mnist", 1, 9, n_test=5, unit=False)
+    assert normal.shape == (5, 28, 28, 1) and raw[1].shape == (5, 28, 28)
+    assert raw[0].dtype == np.uint8 and len(raw[0]) == len(train)
+    np.testing.assert_array_equal(raw[2] / np.float32(255), anomaly[..., 0])
+    with pytest.raises(ValueError, match="unknown pair"):
+        experiment.load_pair("MNIST 3 vs 8")
+    with pytest.raises(ValueError, match="unknown data set"):
+        experiment.load_classes("cifar", 1, 2)

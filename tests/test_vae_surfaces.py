@@ -142,3 +142,33 @@ def test_window_contrast_is_zero_on_flat_windows_and_aligned():
     assert (c[0] == 0).all()
     assert c[1, 0, 0] == 0 and c[1, 2, 2] == 0  # entirely dark / bright
     assert c[1, 1, 1] > 0  # straddles the corner
+
+
+def test_tile_jobs_draw_each_seeds_windows_and_keep_the_settings():
+    from helpers.vae.surfaces import tile_jobs
+
+    frames_ = np.random.default_rng(0).random((3, 20, 20), dtype=np.float32)
+    jobs = tile_jobs(frames_, 50, 8, [0, 1], epochs=2, nc=4)
+    assert [j["seed"] for j in jobs] == [0, 1]
+    assert jobs[0]["crops"].shape == (50, 8, 8, 1)
+    assert jobs[0]["epochs"] == 2 and jobs[1]["nc"] == 4
+    assert not np.array_equal(jobs[0]["crops"], jobs[1]["crops"])
+    again = tile_jobs(frames_, 50, 8, [0], epochs=2, nc=4)
+    np.testing.assert_array_equal(again[0]["crops"], jobs[0]["crops"])
+
+
+def test_typical_defects_and_colour_range():
+    from helpers.patchcore.plots import colour_range, typical_defects
+
+    masks = [np.zeros((4, 4), bool) for _ in range(5)]
+    for i, n in zip((1, 2, 3), (1, 3, 2)):
+        masks[i].flat[:n] = True
+    types = ["Free", "Crack", "Crack", "Crack", "Free"]
+    assert typical_defects(types, masks) == [3]  # the median share: 2 of 16
+    with pytest.raises(ValueError, match="2 types but 5 masks"):
+        typical_defects(types[:2], masks)
+    maps = [np.full((4, 4), float(i)) for i in range(5)]
+    lo, hi = colour_range(maps, [t == "Free" for t in types])
+    assert lo == 2.0 and 3.99 < hi <= 4.0
+    with pytest.raises(ValueError, match="no defect-free"):
+        colour_range(maps, [False] * 5)

@@ -65,6 +65,7 @@ def study(
     batch_size: int = 16,
     per_type: bool = False,
     progress: bool = True,
+    cache_fits: bool = False,
 ) -> list[dict]:
     """Measure every (feature variant x model variant) on ``test``.
 
@@ -82,6 +83,12 @@ def study(
     ``train`` may also be a mapping ``{label: training images}``: every variant
     is then fitted on each training set (rows carry ``train_set``: the label),
     and the test images still pass through the backbone once.
+
+    ``cache_fits``: when the build's model cache is on (``VAD_MODEL_CACHE``),
+    store every fitted model there, as :meth:`PatchCore.fit` would, so that a
+    later ``PatchCore(...).fit`` with the same settings on the same images
+    loads it instead of fitting again (off by default: large banks are many
+    megabytes each).
     """
     from tqdm import tqdm
 
@@ -156,16 +163,21 @@ def study(
                     row += x.shape[0]
                 t_train[label] = time.perf_counter() - t0
                 for pos in members:
-                    fitted[pos] += [
-                        (label, *f)
-                        for f in _fit_variants(
-                            refs[pos],
-                            feats.pop(pos),
-                            model_variants,
-                            backbone,
-                            progress,
-                        )
-                    ]
+                    models = _fit_variants(
+                        refs[pos],
+                        feats.pop(pos),
+                        model_variants,
+                        backbone,
+                        progress,
+                    )
+                    for _, m, seconds in models:
+                        m.fit_info["seconds"] = {
+                            "features": t_train[label],
+                            "coreset": seconds,
+                        }
+                        if cache_fits:
+                            _store_fit(m, arrays, backbone)
+                    fitted[pos] += [(label, *f) for f in models]
             # test features: one pass, every
             # variant's patches, every model's scores
             masks = {
@@ -309,3 +321,13 @@ def _fit_variants(
             seconds = selected_s + time.perf_counter() - t0
         out.append((mv, m, seconds))
     return out
+
+
+def _store_fit(model: PatchCore, arrays, backbone) -> None:
+    """Put a model fitted here into the build's model cache under the key that
+    ``PatchCore.fit`` computes for the same settings and training images."""
+    from . import cache
+
+    if cache.cache_dir() is not None:
+        model._fit_key = cache.fit_key(model.config, arrays, backbone)
+        cache.store(model, model._fit_key)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -287,13 +288,20 @@ class PatchCore:
         if key is not None and cache.load_into(self, key):
             self._fit_key = key  # also names this model's cached image scores
             return self
+        t0 = time.perf_counter()
         patches = self.extract(
             arrays,
             desc="fit: features",
             dtype=getattr(torch, self.config.fit_dtype),
             what="fit",
         )
+        t1 = time.perf_counter()
         self.fit_patches(patches)
+        # wall-clock seconds of this fit (kept by the cache with the bank)
+        self.fit_info["seconds"] = {
+            "features": t1 - t0,
+            "coreset": time.perf_counter() - t1,
+        }
         if key is not None:
             cache.store(self, key)
         self._fit_key = key

@@ -72,3 +72,76 @@ def heatmap_grid(folder, rows: Sequence[dict], per_row: int = 3):
         )
     fig.tight_layout()
     return fig
+
+
+def typical_defects(
+    types: Sequence[str], masks: Sequence[np.ndarray]
+) -> list[int]:
+    """One test image per defect type, in type order: the one whose defect
+    covers the median share of its image (neither the easiest nor the
+    hardest to see)."""
+    from .evaluation import GOOD_TYPES
+
+    if len(types) != len(masks):
+        raise ValueError(f"{len(types)} types but {len(masks)} masks")
+    picked = []
+    for t in sorted(set(types) - set(GOOD_TYPES)):
+        idx = [i for i, u in enumerate(types) if u == t]
+        share = [np.asarray(masks[i]).mean() for i in idx]
+        picked.append(idx[int(np.argsort(share)[len(idx) // 2])])
+    return picked
+
+
+def colour_range(maps: Sequence[np.ndarray], good: Sequence[bool]):
+    """One colour range for a method's maps: from the median to the 99.9th
+    percentile of the defect-free images' pixels, so that a defect shows where
+    it is brighter than almost every normal pixel."""
+    px = [np.ravel(m) for m, g in zip(maps, good) if g]
+    if not px:
+        raise ValueError("no defect-free image to set the colour range on")
+    return tuple(
+        float(v) for v in np.percentile(np.concatenate(px), [50, 99.9])
+    )
+
+
+def maps_by_type(
+    images: Sequence[np.ndarray],
+    masks: Sequence[np.ndarray],
+    titles: Sequence[str],
+    maps: dict,
+    good: Sequence[bool],
+    picked: Sequence[int],
+    height: float = 2.4,
+):
+    """The figure of III.2 and III.3: for each picked test image a column,
+    its image with the defect outlined on top, then one row per method in
+    ``maps`` (``{row label: one map per test image}``), each method on its
+    own colour range (:func:`colour_range`). Returns the figure."""
+    import matplotlib.pyplot as plt
+
+    from .overlay import heat_overlay
+
+    if not picked:
+        raise ValueError("no images picked to show")
+    ranges = {name: colour_range(m, good) for name, m in maps.items()}
+    fig, axes = plt.subplots(
+        len(maps) + 1,
+        len(picked),
+        figsize=(2.6 * len(picked), height * (len(maps) + 1)),
+        squeeze=False,
+    )
+    for j, i in enumerate(picked):
+        image = np.asarray(images[i])
+        rgb = image if image.ndim == 3 else np.repeat(image[..., None], 3, 2)
+        blank = np.zeros(rgb.shape[:2])
+        axes[0, j].imshow(heat_overlay(rgb, blank, 0, 1, masks[i], opacity=0))
+        axes[0, j].set_title(titles[i], fontsize=10)
+        for k, (name, m) in enumerate(maps.items(), start=1):
+            lo, hi = ranges[name]
+            axes[k, j].imshow(heat_overlay(rgb, m[i], lo, hi, masks[i]))
+    for k, name in enumerate(["image", *maps]):
+        axes[k, 0].set_ylabel(name, fontsize=9)
+    for ax in axes.ravel():
+        ax.set_xticks([]), ax.set_yticks([])
+    fig.tight_layout()
+    return fig

@@ -29,6 +29,51 @@ SHORT = {
 }
 
 
+#: Part II's pairs: name -> (data set, normal class, anomalous class)
+PAIRS = {
+    "MNIST 1 vs 9": ("mnist", 1, 9),
+    "Fashion sneaker vs ankle boot": ("fashion-mnist", 7, 9),
+    "Fashion pullover vs dress": ("fashion-mnist", 2, 3),
+}
+
+
+def load_classes(
+    data: str,
+    normal: int,
+    anomaly: int,
+    n_test: int | None = None,
+    unit: bool = True,
+):
+    """One normal and one anomalous class of ``data`` ("mnist" or
+    "fashion-mnist"): the normal class's training images and the first
+    ``n_test`` test images of each class (all when ``None``), as
+    ``(train, normal, anomaly)``: in [0, 1] with a channel axis, as the VAE
+    reads them, or the raw uint8 ``(N, 28, 28)`` images when ``unit`` is
+    false."""
+    from helpers.data import load_fashion_mnist, load_mnist
+
+    loaders = {"mnist": load_mnist, "fashion-mnist": load_fashion_mnist}
+    if data not in loaders:
+        raise ValueError(
+            f"unknown data set {data!r}: use one of {list(loaders)}"
+        )
+    x, y = loaders[data]("train")
+    xt, yt = loaders[data]("test")
+    images = (
+        x[y == normal],
+        xt[yt == normal][:n_test],
+        xt[yt == anomaly][:n_test],
+    )
+    return tuple(crops_mod.to_unit(a) if unit else a for a in images)
+
+
+def load_pair(name: str, n_test: int | None = None, unit: bool = True):
+    """:func:`load_classes` for one of Part II's :data:`PAIRS`, by name."""
+    if name not in PAIRS:
+        raise ValueError(f"unknown pair {name!r}: use one of {list(PAIRS)}")
+    return load_classes(*PAIRS[name], n_test=n_test, unit=unit)
+
+
 def auroc(normal: np.ndarray, anomaly: np.ndarray) -> float:
     """ROC AUC with anomalies as positives (Mann-Whitney form, ties counted
     half).

@@ -129,3 +129,28 @@ def window_contrast(frames_: np.ndarray, window: int, stride: int):
 
     win = windows_of(check_images(frames_, window, stride), window, stride)
     return win.std(axis=(-2, -1))
+
+
+def tile_jobs(
+    train_frames: np.ndarray,
+    n_crops: int,
+    window: int,
+    seeds: Sequence[int],
+    **training,
+) -> list[dict]:
+    """One training job per seed for :func:`helpers.vae.workers.train_many`:
+    ``n_crops`` random ``window`` x ``window`` windows of the training frames
+    (drawn with the seed) and the other ``training`` settings (epochs,
+    batch size, architecture...). III.2 and III.3 ask for the same jobs, so a
+    book build trains them once."""
+    from .crops import sample_crops
+
+    x = np.asarray(train_frames)[..., None]
+    return [
+        dict(
+            crops=sample_crops(x, n_crops, seed, window, window),
+            seed=seed,
+            **training,
+        )
+        for seed in seeds
+    ]
