@@ -111,7 +111,6 @@ def maps_by_type(
     maps: dict,
     good: Sequence[bool],
     picked: Sequence[int],
-    height: float = 2.4,
 ):
     """The figure of III.2 and III.3: for each picked test image a column,
     its image with the defect outlined on top, then one row per method in
@@ -127,7 +126,7 @@ def maps_by_type(
     fig, axes = plt.subplots(
         len(maps) + 1,
         len(picked),
-        figsize=(2.6 * len(picked), height * (len(maps) + 1)),
+        figsize=(2.6 * len(picked), 2.4 * (len(maps) + 1)),
         squeeze=False,
     )
     for j, i in enumerate(picked):
