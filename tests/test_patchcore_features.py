@@ -239,3 +239,21 @@ def test_padding_free_cells_marks_the_letterbox_padding():
     assert padding_free_cells(
         Preprocessor("center_crop", 64, 72).batch([image]), (8, 8)
     ).all()
+
+
+def test_parameters_used_counts_the_stages_a_truncated_pass_runs():
+    net = toy_backbone()
+    total = sum(p.numel() for p in net.parameters())
+    to_layer3 = FeatureExtractor(net, ("layer2", "layer3"))
+    layer4 = sum(p.numel() for p in net.layer4.parameters())
+    head = (
+        sum(p.numel() for p in net.fc.parameters())
+        if hasattr(net, "fc")
+        else 0
+    )
+    assert to_layer3.parameters_used() == total - layer4 - head
+    to_layer3.remove_hooks()
+    only2 = FeatureExtractor(net, ("layer2",))
+    assert only2.parameters_used() < to_layer3.parameters_used()
+    only2.truncate = False
+    assert only2.parameters_used() == total

@@ -172,3 +172,87 @@ def test_typical_defects_and_colour_range():
     assert lo == 2.0 and 3.99 < hi <= 4.0
     with pytest.raises(ValueError, match="no defect-free"):
         colour_range(maps, [False] * 5)
+
+
+def test_evaluate_models_equals_scoring_each_model_by_hand():
+    from helpers.patchcore.evaluation import evaluate
+    from helpers.vae.experiment import auroc
+
+    rng = np.random.default_rng(2)
+    frames_ = rng.random((6, 24, 24), np.float32)
+    frames_[3:, 8:16, 8:16] = 1.0  # a bright square on the defective ones
+    types = ["good"] * 3 + ["Blowhole", "Blowhole", "Crack"]
+    masks = [np.zeros((30, 20), bool) for _ in range(3)]
+    for _ in range(3):
+        m = np.zeros((30, 20), bool)
+        m[10:20, 6:14] = True
+        masks.append(m)
+    shapes = [m.shape for m in masks]
+    models = [
+        build_vae(seed=s, input_shape=(8, 8, 1), architecture="paper", nc=2)
+        for s in (0, 1)
+    ]
+    ev = surfaces.evaluate_models(
+        models,
+        [0, 1],
+        frames_,
+        shapes,
+        masks,
+        types,
+        8,
+        8,
+        scores=("M", "SE"),
+        progress=False,
+    )
+    assert len(ev.window_scores) == len(ev.seconds_per_image) == 2
+    assert all(t > 0 for t in ev.seconds_per_image)
+    assert len(ev.rows) == 2 * 2 * 2  # seeds x scores x (max, mean)
+    for k, model in enumerate(models):
+        ws = surfaces.score_frames(model, frames_, ("M", "SE"), 8, 8)
+        for s in ("M", "SE"):
+            np.testing.assert_array_equal(
+                ev.window_scores[k].scores[s], ws.scores[s]
+            )
+            mine = evaluate(
+                ws.image_score(s, "max"),
+                surfaces.image_maps(ws, s, shapes),
+                masks,
+                types,
+            )
+            for metric in ("image_auroc", "pixel_auroc", "pro"):
+                assert ev.results[s]["seeds"][metric][k] == mine[metric]
+            mean = ws.image_score(s, "mean")
+            row = next(
+                r
+                for r in ev.rows
+                if (r["seed"], r["score"], r["image"]) == (k, s, "mean")
+            )
+            assert row["auroc"] == auroc(mean[:3], mean[3:])
+    assert set(ev.results["M"]["per_type"]) == {"Blowhole", "Crack"}
+
+
+def test_evaluate_models_names_mismatched_inputs():
+    model = build_vae(seed=0, input_shape=(8, 8, 1), architecture="paper")
+    frames_ = np.zeros((2, 16, 16), np.float32)
+    with pytest.raises(ValueError, match="1 models but 2 seeds"):
+        surfaces.evaluate_models(
+            [model],
+            [0, 1],
+            frames_,
+            [(16, 16)] * 2,
+            [np.zeros((16, 16), bool)] * 2,
+            ["good"] * 2,
+            8,
+            8,
+        )
+    with pytest.raises(ValueError, match="differ in length"):
+        surfaces.evaluate_models(
+            [model],
+            [0],
+            frames_,
+            [(16, 16)],
+            [np.zeros((16, 16), bool)] * 2,
+            ["good"] * 2,
+            8,
+            8,
+        )

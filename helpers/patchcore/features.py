@@ -100,6 +100,18 @@ class FeatureExtractor(nn.Module):
             handle.remove()
         self._handles = []
 
+    def parameters_used(self) -> int:
+        """How many backbone parameters a forward pass uses: the stem and the
+        stages up to the deepest hooked layer when truncated (what a deployed
+        PatchCore must keep), else all of them."""
+        if not self.truncate:
+            return sum(p.numel() for p in self.backbone.parameters())
+        return sum(
+            p.numel()
+            for stage in RESNET_STAGES[: self._stop + 1]
+            for p in getattr(self.backbone, stage).parameters()
+        )
+
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Feature maps of the hooked layers, shallow to deep, for a normalised

@@ -12,6 +12,7 @@ evaluated.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
@@ -154,3 +155,88 @@ def tile_jobs(
         )
         for seed in seeds
     ]
+
+
+@dataclass
+class SurfaceEvaluation:
+    """What :func:`evaluate_models` measured, model by model."""
+
+    #: score name -> the seeds' mean of
+    #: :func:`helpers.patchcore.evaluation.evaluate` (:func:`average_results`)
+    results: dict
+    #: image AUROC rows for :mod:`helpers.vae.experiment`'s tables: one per
+    #: seed, score and image score ("max", "mean")
+    rows: list
+    #: the :class:`~helpers.vae.scoring.WindowScores` of each model
+    window_scores: list
+    #: per model: seconds per test image to score every window (all scores in
+    #: one pass) and make the first score's map at the image's size
+    seconds_per_image: list
+
+
+def evaluate_models(
+    models: Sequence,
+    seeds: Sequence[int],
+    test_frames: np.ndarray,
+    shapes: Sequence[tuple[int, int]],
+    masks: Sequence[np.ndarray],
+    types: Sequence[str],
+    window: int,
+    stride: int,
+    scores: Sequence[str] | None = None,
+    tag: str = "tiles",
+    progress: bool = True,
+) -> SurfaceEvaluation:
+    """Score every test frame window by window with each model (one per
+    seed), and evaluate each score as Part I evaluates PatchCore: the max over
+    windows as the image score, the overlap-mean maps at each image's size for
+    pixel AUROC and PRO, overall and per defect type. The rows also carry the
+    mean over windows as a second image score."""
+    import time
+
+    from helpers.patchcore.evaluation import GOOD_TYPES, evaluate
+
+    from .experiment import SCORES, auroc
+
+    scores = tuple(SCORES if scores is None else scores)
+    if len(models) != len(seeds):
+        raise ValueError(f"{len(models)} models but {len(seeds)} seeds given")
+    if not (len(test_frames) == len(shapes) == len(masks) == len(types)):
+        raise ValueError(
+            "test frames, shapes, masks and types differ in length: "
+            f"{len(test_frames)}, {len(shapes)}, {len(masks)}, {len(types)}"
+        )
+    good = np.isin(types, GOOD_TYPES)
+    per_seed = {s: [] for s in scores}
+    out = SurfaceEvaluation({}, [], [], [])
+    pairs = zip(seeds, models)
+    if progress:
+        from tqdm.auto import tqdm
+
+        pairs = tqdm(pairs, total=len(seeds), desc="scoring seeds")
+    for seed, model in pairs:
+        t0 = time.perf_counter()
+        ws = score_frames(model, test_frames, scores, window, stride)
+        maps = {scores[0]: image_maps(ws, scores[0], shapes)}
+        out.seconds_per_image.append(
+            (time.perf_counter() - t0) / len(test_frames)
+        )
+        out.window_scores.append(ws)
+        for s in scores:
+            if s not in maps:
+                maps[s] = image_maps(ws, s, shapes)
+            image = ws.image_score(s, "max")
+            per_seed[s].append(evaluate(image, maps.pop(s), masks, types))
+            for how in ("max", "mean"):
+                v = ws.image_score(s, how)
+                out.rows.append(
+                    dict(
+                        seed=seed,
+                        score=s,
+                        image=how,
+                        auroc=auroc(v[good], v[~good]),
+                        tag=tag,
+                    )
+                )
+    out.results = {s: average_results(per_seed[s]) for s in scores}
+    return out
