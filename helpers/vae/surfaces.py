@@ -217,16 +217,15 @@ def evaluate_models(
     for seed, model in pairs:
         t0 = time.perf_counter()
         ws = score_frames(model, test_frames, scores, window, stride)
-        maps = {scores[0]: image_maps(ws, scores[0], shapes)}
+        first = image_maps(ws, scores[0], shapes)
         out.seconds_per_image.append(
             (time.perf_counter() - t0) / len(test_frames)
         )
         out.window_scores.append(ws)
         for s in scores:
-            if s not in maps:
-                maps[s] = image_maps(ws, s, shapes)
+            maps = first if s == scores[0] else image_maps(ws, s, shapes)
             image = ws.image_score(s, "max")
-            per_seed[s].append(evaluate(image, maps.pop(s), masks, types))
+            per_seed[s].append(evaluate(image, maps, masks, types))
             for how in ("max", "mean"):
                 v = ws.image_score(s, how)
                 out.rows.append(
