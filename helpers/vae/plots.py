@@ -71,3 +71,60 @@ def old_vs_new_figure(
         fig.suptitle(suptitle)
     fig.tight_layout()
     return fig
+
+
+def _cell_text(v: float, signed: bool) -> str:
+    """Two decimals without the leading zero: "+.12", "-.05", ".87"; "0"
+    for a difference that rounds to zero."""
+    if signed and round(v, 2) == 0:
+        return "0"
+    text = f"{v:+.2f}" if signed else f"{v:.2f}"
+    return text.replace("0.", ".", 1) if abs(v) < 1 else text
+
+
+def class_grid(
+    ax,
+    values: np.ndarray,
+    names,
+    title: str = "",
+    threshold: float | None = None,
+    signed: bool = True,
+    vmax: float = 0.5,
+):
+    """One 10 x 10 grid of a sweep (rows: the normal class, columns: the
+    anomalous class), every cell's value printed in it.
+
+    ``signed``: a difference, on a red-blue scale centred on 0 (blue: the
+    first score better) from -``vmax`` to ``vmax``; else an AUROC from 0.5 to
+    1. With a ``threshold``, cells beyond it are printed in bold and the others
+    in grey. Returns the image, for a colour bar."""
+    values = np.asarray(values, np.float64)
+    if signed:
+        im = ax.imshow(values, cmap="RdBu", vmin=-vmax, vmax=vmax)
+    else:
+        im = ax.imshow(values, cmap="viridis", vmin=0.5, vmax=1.0)
+    for i in range(values.shape[0]):
+        for j in range(values.shape[1]):
+            v = values[i, j]
+            if not np.isfinite(v):
+                continue
+            clear = threshold is None or abs(v) > threshold
+            light = signed and abs(v) > 0.6 * vmax or (not signed and v < 0.7)
+            colour = "white" if light else "black"
+            ax.text(
+                j,
+                i,
+                _cell_text(v, signed),
+                ha="center",
+                va="center",
+                fontsize=5.5,
+                color=colour if clear else "0.55",
+                fontweight="bold" if clear and threshold is not None else None,
+            )
+    ticks = range(len(names))
+    ax.set_xticks(ticks, names, rotation=90, fontsize=6)
+    ax.set_yticks(ticks, names, fontsize=6)
+    ax.set_xlabel("anomalous class", fontsize=7)
+    ax.set_ylabel("normal class", fontsize=7)
+    ax.set_title(title, fontsize=8)
+    return im
