@@ -37,6 +37,32 @@ PAIRS = {
 }
 
 
+def load_split(data: str) -> tuple:
+    """``((train images, labels), (test images, labels))`` of ``data``
+    ("mnist" or "fashion-mnist"), uint8 ``(N, 28, 28)``."""
+    from helpers.data import load_fashion_mnist, load_mnist
+
+    loaders = {"mnist": load_mnist, "fashion-mnist": load_fashion_mnist}
+    if data not in loaders:
+        raise ValueError(
+            f"unknown data set {data!r}: use one of {list(loaders)}"
+        )
+    return loaders[data]("train"), loaders[data]("test")
+
+
+def crop_job(train_images, n_crops: int, seed: int, **training) -> dict:
+    """One training job for :func:`helpers.vae.workers.train_many`: ``n_crops``
+    random 8x8 crops of ``train_images`` drawn with ``seed``, and the
+    training settings. Every chapter that trains on digit crops builds its
+    jobs here, so the same class, seed and settings give the same model (and
+    the same cache entry)."""
+    return dict(
+        crops=crops_mod.sample_crops(train_images, n_crops, seed=seed),
+        seed=seed,
+        **training,
+    )
+
+
 def load_classes(
     data: str,
     normal: int,
@@ -50,15 +76,7 @@ def load_classes(
     ``(train, normal, anomaly)``: in [0, 1] with a channel axis, as the VAE
     reads them, or the raw uint8 ``(N, 28, 28)`` images when ``unit`` is
     false."""
-    from helpers.data import load_fashion_mnist, load_mnist
-
-    loaders = {"mnist": load_mnist, "fashion-mnist": load_fashion_mnist}
-    if data not in loaders:
-        raise ValueError(
-            f"unknown data set {data!r}: use one of {list(loaders)}"
-        )
-    x, y = loaders[data]("train")
-    xt, yt = loaders[data]("test")
+    (x, y), (xt, yt) = load_split(data)
     images = (
         x[y == normal],
         xt[yt == normal][:n_test],
@@ -212,15 +230,13 @@ def run_ablations(
             )
         training = {k: v for k, v in spec.items() if k not in _ARM_KEYS}
         for seed in seeds:
-            x = crops_mod.sample_crops(
-                spec["train_images"], spec["n_crops"], seed=seed
-            )
             # dequantised: noise redrawn every epoch in training, test images
             # scored at the bins' centres
             jobs.append(
-                dict(
-                    crops=x,
-                    seed=seed,
+                crop_job(
+                    spec["train_images"],
+                    spec["n_crops"],
+                    seed,
                     **training,
                     **({"dequantise": True} if spec.get("dequantise") else {}),
                 )

@@ -11,14 +11,14 @@ book build loads them from its cache.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 from . import crops as crops_mod
 from . import scoring
-from .experiment import SCORES, auroc
+from .experiment import SCORES, auroc, crop_job, load_split
 
 #: The classes' names, in label order
 CLASS_NAMES = {
@@ -36,12 +36,6 @@ CLASS_NAMES = {
         "ankle boot",
     ),
 }
-
-
-def _loaders():
-    from helpers.data import load_fashion_mnist, load_mnist
-
-    return {"mnist": load_mnist, "fashion-mnist": load_fashion_mnist}
 
 
 def check_runs(runs) -> list[tuple[str, int, int]]:
@@ -86,9 +80,7 @@ def load_data_set(data: str, n_test: int | None = None) -> DataSet:
     :func:`helpers.vae.experiment.load_classes` splits two of them."""
     if n_test is not None and n_test < 2:
         raise ValueError(f"n_test must be None or >= 2, got {n_test!r}")
-    load = _loaders()[data]
-    x, y = load("train")
-    xt, yt = load("test")
+    (x, y), (xt, yt) = load_split(data)
     unit = crops_mod.to_unit
     return DataSet(
         train={c: unit(x[y == c]) for c in range(10)},
@@ -143,9 +135,10 @@ def run_sweep(
         d: load_data_set(d, n_test) for d in dict.fromkeys(r[0] for r in runs)
     }
     jobs = [
-        dict(
-            crops=crops_mod.sample_crops(sets[d].train[c], n_crops, seed=seed),
-            seed=seed,
+        crop_job(
+            sets[d].train[c],
+            n_crops,
+            seed,
             epochs=epochs,
             batch_size=batch_size,
             **model_kwargs,
