@@ -154,3 +154,64 @@ def test_torch_loop_used_on_a_gpu_selects_like_the_numpy_loop():
     assert coverage_radius(x, half) < 1.1 * coverage_radius(
         x, torch.tensor(picked["numpy"][0])
     )
+
+
+def _low_rank_rows(n: int, seed: int) -> np.ndarray:
+    """Rows near a 16-dimensional subspace of 128 dimensions, like CNN
+    patch features (whose variance sits in few directions)."""
+    rng = np.random.default_rng(seed)
+    z = rng.standard_normal((n, 16)) @ rng.standard_normal((16, 128))
+    return z + 0.1 * rng.standard_normal((n, 128))
+
+
+@pytest.mark.numerics
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_prefilter_selects_what_the_full_pass_selects(dtype):
+    # 3008 rows: whole blocks of 16 (see _greedy_steps_numpy)
+    x = torch.from_numpy(_low_rank_rows(3008, 4).astype(dtype))
+    runs = {
+        pf: greedy_coreset(
+            x, 300, start=11, progress=False, radius_history=True, prefilter=pf
+        )
+        for pf in (32, None)
+    }
+    (fast, r_fast), (full, r_full) = runs[32], runs[None]
+    assert fast.tolist() == full.tolist()
+    # bit for bit: the rows the bound leaves go through the same BLAS kernel
+    # in their padded call as in the full pass, and the rest keep their value
+    assert torch.equal(r_fast, r_full)
+
+
+def test_prefilter_in_128_dimensions_matches_the_article():
+    x = _low_rank_rows(600, 5)
+    ours = greedy_coreset(torch.from_numpy(x), 40, start=0, progress=False)
+    assert ours.tolist() == _article(x, 40)
+
+
+@pytest.mark.numerics
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda x: x,
+        lambda x: x + 30,  # a common offset: cancellation in |x|^2 - 2 x.c
+        lambda x: x * np.random.default_rng(6).lognormal(0, 2, (len(x), 1)),
+    ],
+    ids=["plain", "offset", "mixed-scale"],
+)
+def test_lower_bound_never_exceeds_the_loops_distance(make):
+    from helpers.patchcore.sampler import distance_lower_bounds
+
+    x = make(_low_rank_rows(4000, 7)).astype(np.float32)
+    sq = np.einsum("ij,ij->i", x, x)
+    y, sqy, tau = distance_lower_bounds(x, sq, 32)
+    unsafe = 0
+    for c in range(0, len(x), 97):
+        # the greedy loop's float32 distance, exactly as it computes it
+        d = np.maximum(np.dot(x, x[c]) * -2 + sq + sq[c], 0)
+        bound = np.dot(y, -2 * y[c]) + sqy + sqy[c]
+        assert np.all(bound <= d)
+        # the bound does the work: it rules out nearly every row
+        assert np.mean(bound >= 0.5 * d) > 0.99
+        # and the margin is needed: without it rounding breaks the bound
+        unsafe += int(np.sum(bound + tau * (sq + sq[c]) > d))
+    assert unsafe > 0
