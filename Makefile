@@ -38,7 +38,8 @@ test: venv
 # Machines differ: MKL picks its GEMM kernel by CPU, torch its vectorised loops, and the thread count
 # changes reduction orders. Each variant below makes this CPU round as another would (MKL_CBWR forces
 # MKL's generic, AVX2 or AVX-512 code path; ATEN_CPU_CAPABILITY torch's own kernels; oneDNN off for
-# TensorFlow; OPENBLAS_CORETYPE the kernels NumPy's OpenBLAS picks on an Intel Xeon with AVX-512), and the tests marked `numerics` must pass under every one (about 40 s each).
+# TensorFlow; OPENBLAS_CORETYPE the kernels NumPy's OpenBLAS picks on an Intel Xeon with AVX-512),
+# and the tests marked `numerics` must pass under every one (about 40 s each).
 CPU_VARIANTS ?= MKL_CBWR=COMPATIBLE MKL_CBWR=AVX2 MKL_CBWR=AVX512 ATEN_CPU_CAPABILITY=default \
 	ATEN_CPU_CAPABILITY=avx2 OMP_NUM_THREADS=1 TF_ENABLE_ONEDNN_OPTS=0 OPENBLAS_CORETYPE=SkylakeX
 

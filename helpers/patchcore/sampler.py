@@ -271,23 +271,19 @@ def _greedy_steps_numpy(
                 # and the bound tried again 16 steps on
                 rows, retry = None, step + 16
         if rows is None:  # every row
-            np.dot(xn, xn[idx], out=dots)
-            dots *= -2
-            dots += sqn
-            dots += sqn[idx]
-            np.maximum(dots, 0, out=dots)
-            np.minimum(min_d, dots, out=min_d)
-        elif rows.size:  # the same arithmetic on the rows the bound left
-            # padded (repeating rows) to a multiple of 16 rows, so that BLAS
-            # computes each row with the kernel the full pass uses for it:
-            # the same bits, not just the same value up to rounding
+            rows = slice(None)
+            d = np.dot(xn, xn[idx], out=dots)
+        else:  # the rows the bound left, padded (repeating rows) to a
+            # multiple of 16 rows, so that BLAS computes each row with the
+            # kernel the full pass uses for it: the same bits, not just the
+            # same value up to rounding
             padded = np.resize(rows, -(-rows.size // 16) * 16)
             d = np.dot(xn[padded], xn[idx])[: rows.size]
-            d *= -2
-            d += sqn[rows]
-            d += sqn[idx]
-            np.maximum(d, 0, out=d)
-            min_d[rows] = np.minimum(min_d[rows], d)
+        d *= -2
+        d += sqn[rows]
+        d += sqn[idx]
+        np.maximum(d, 0, out=d)
+        min_d[rows] = np.minimum(min_d[rows], d)
         min_d[idx] = 0
         idx = int(np.argmax(min_d))
         if radii is not None:
