@@ -4,15 +4,16 @@ Two steps, one execution path for the build and for the tests:
 
 1. :func:`execute` runs every chapter notebook with **papermill**
    (``quick=True`` or ``False``) into ``_build/executed/<mode>/``, one after
-   the other, keeping going past a failing chapter and reporting all failures
-   at the end. Each executed notebook records a key (the notebook's code cells,
-   the mode, the ``helpers`` sources and the pins); a later build reuses it
-   when the key is unchanged, so an interrupted full build resumes where it
-   stopped, and an edit of prose or captions only is re-staged with the earlier
-   outputs instead of executed again. The reproducibility appendix runs last
-   and reads the recorded times. Trained VAEs and fitted PatchCore models are
-   shared between chapters through :mod:`helpers.vae.cache` and
-   :mod:`helpers.patchcore.cache` (``_build/executed/<mode>/.models``).
+   the other in the book's order (:func:`chapter_notebooks`), keeping going
+   past a failing chapter and reporting all failures at the end. Each executed
+   notebook records a key (the notebook's code cells, the mode, the ``helpers``
+   sources and the pins); a later build reuses it when the key is unchanged, so
+   an interrupted full build resumes where it stopped, and an edit of prose or
+   captions only is re-staged with the earlier outputs instead of executed
+   again. The reproducibility appendix runs last and reads the recorded times.
+   Trained VAEs and fitted PatchCore models are shared between chapters through
+   :mod:`helpers.vae.cache` and :mod:`helpers.patchcore.cache`
+   (``_build/executed/<mode>/.models``).
 2. :func:`build` copies the book's pages and the executed notebooks into a
    staging tree and runs Jupyter Book 1 on it with execution off and Sphinx
    warnings as errors. The HTML lands in ``_build/html``.
@@ -71,16 +72,52 @@ class BookBuildError(RuntimeError):
 
 
 def chapter_notebooks(root: Path = ROOT) -> list[Path]:
-    """Every notebook under ``notebooks/`` in a stable order, the appendix
-    last."""
+    """Every notebook under ``notebooks/``, in the book's order (``_toc.yml``:
+    Part I, then II, then III, whose chapters reuse the earlier ones' models
+    from the build's cache), the appendix last; a notebook the table of
+    contents does not list comes after the listed ones."""
     found = sorted(
         p
         for p in (root / NOTEBOOKS).rglob("*.ipynb")
         if ".ipynb_checkpoints" not in p.parts
     )
+    rank = {p: i for i, p in enumerate(toc_notebooks(root))}
     return sorted(
-        found, key=lambda p: (p.name in LAST, p.relative_to(root).as_posix())
+        found,
+        key=lambda p: (
+            p.name in LAST,
+            rank.get(p, len(rank)),
+            p.relative_to(root).as_posix(),
+        ),
     )
+
+
+def toc_notebooks(root: Path = ROOT) -> list[Path]:
+    """The notebooks ``_toc.yml`` lists (``file`` entries and ``glob``
+    patterns, each glob's matches sorted), in its order."""
+    import yaml
+
+    toc = root / "_toc.yml"
+    if not toc.exists():
+        return []
+    out: list[Path] = []
+
+    def walk(node) -> None:
+        if isinstance(node, list):
+            for item in node:
+                walk(item)
+        elif isinstance(node, dict):
+            if "file" in node:
+                path = root / f"{node['file']}.ipynb"
+                if path.exists():
+                    out.append(path)
+            if "glob" in node:
+                out.extend(sorted(root.glob(f"{node['glob']}.ipynb")))
+            for key in ("parts", "chapters", "sections"):
+                walk(node.get(key))
+
+    walk(yaml.safe_load(toc.read_text()))
+    return list(dict.fromkeys(out))
 
 
 def _helpers_sources(notebook: Path, root: Path) -> list[Path]:

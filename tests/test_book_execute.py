@@ -142,3 +142,43 @@ def test_staging_hides_the_injected_parameters_cell(tmp_path):
     assert [c for c in cells if "parameters" in c.metadata.get("tags", [])][
         0
     ].source == "quick = None"
+
+
+def test_chapters_execute_in_the_books_order(tmp_path):
+    """Part I, II, III as the table of contents lists them (later parts
+    reuse earlier parts' models), not the folders' alphabetical order; the
+    appendix last, an unlisted notebook after the listed ones."""
+    names = [
+        "notebooks/getting-started",
+        "notebooks/zeta/01-a",
+        "notebooks/alpha/02-b",
+        "notebooks/alpha/01-a",
+        "notebooks/appendix-reproducibility",
+        "notebooks/unlisted",
+    ]
+    for name in names:
+        _notebook(tmp_path / f"{name}.ipynb", "pass")
+    (tmp_path / "_toc.yml").write_text(
+        "format: jb-book\nroot: book/intro\nparts:\n"
+        "  - chapters:\n      - file: notebooks/getting-started\n"
+        "  - chapters:\n      - file: book/zeta\n        sections:\n"
+        "          - glob: notebooks/zeta/*\n"
+        "  - chapters:\n      - file: book/alpha\n        sections:\n"
+        "          - glob: notebooks/alpha/*\n"
+        "  - chapters:\n      - file: notebooks/appendix-reproducibility\n"
+    )
+    got = [
+        p.relative_to(tmp_path).with_suffix("").as_posix()
+        for p in book.chapter_notebooks(tmp_path)
+    ]
+    assert got == [
+        "notebooks/getting-started",
+        "notebooks/zeta/01-a",
+        "notebooks/alpha/01-a",
+        "notebooks/alpha/02-b",
+        "notebooks/unlisted",
+        "notebooks/appendix-reproducibility",
+    ]
+    real = book.chapter_notebooks()
+    parts = [p.parent.name for p in real if p.parent.name != "notebooks"]
+    assert parts == sorted(parts, key=["patchcore", "vae", "beyond"].index)
