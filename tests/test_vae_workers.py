@@ -109,3 +109,57 @@ def test_worker_count_and_bad_settings(monkeypatch):
             [dict(crops=_crops(), epochs=1, terms="X")], progress=False
         )
     assert workers.train_many([], progress=False) == []
+
+
+_INTERRUPTED = """
+from helpers.vae.testing import toy_crops
+from helpers.vae import workers
+# a first call leaves two workers in the pool; the second keeps one busy
+warm = [dict(crops=toy_crops(s, 64), epochs=1, seed=s) for s in range(2)]
+workers.train_many(warm, workers=2, progress=False)
+job = dict(crops=toy_crops(0, 4096), epochs=500, batch_size=32, seed=0)
+print("training", flush=True)
+workers.train_many([job], workers=1, progress=False)
+print("finished", flush=True)
+"""
+
+
+def test_an_interrupt_stops_the_workers_with_one_traceback(tmp_path):
+    """Ctrl-C (or a notebook's interrupt) reaches the whole process group:
+    the trainings stop at once, and only the caller reports it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = {k: v for k, v in os.environ.items() if k != cache.ENV}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _INTERRUPTED],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
+    assert proc.stdout.readline().strip() == "training"
+    time.sleep(3)  # one worker trains, the other waits
+    assert proc.poll() is None, proc.communicate()
+    os.killpg(proc.pid, signal.SIGINT)
+    try:
+        out, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise AssertionError("the interrupted training did not stop")
+    assert "finished" not in out
+    assert err.count("Traceback") == 1, err
+    assert err.rstrip().endswith("KeyboardInterrupt"), err
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # no worker is left running
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.2)
+    else:
+        raise AssertionError("training workers outlived the interrupt")

@@ -28,6 +28,7 @@ import atexit
 import os
 import queue as queue_mod
 import shutil
+import signal
 import tempfile
 import uuid
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -287,9 +288,13 @@ def _train_in_workers(parts, results, keys, pending, n_workers, bar) -> None:
                     )
                 _share(results, ids, history)
         _drain(bar)
-    except BaseException:
+    except BaseException as err:
         for future in list(futures):
             future.cancel()
+        if isinstance(err, KeyboardInterrupt):
+            # the workers ignore the interrupt (see _init_worker): stop the
+            # one still training now rather than at the end of its model
+            _stop_pool()
         raise
     finally:
         if scratch is not None:
@@ -313,7 +318,11 @@ def _get_pool(n_workers: int) -> ProcessPoolExecutor:
     """The process's pool of training workers, started on first use and kept
     for later calls."""
     global _pool, _pool_size, _queue
-    if _pool is None or _pool_size < n_workers:
+    if (
+        _pool is None
+        or _pool_size < n_workers
+        or getattr(_pool, "_broken", False)
+    ):
         _reset_pool()
         import multiprocessing
 
@@ -330,6 +339,18 @@ def _get_pool(n_workers: int) -> ProcessPoolExecutor:
     return _pool
 
 
+def _stop_pool() -> None:
+    """Terminate the workers (an interrupted training) and forget the
+    pool; the next call starts a fresh one. A model being stored is either
+    complete in the cache or absent (:func:`helpers.vae.cache.store` renames
+    atomically)."""
+    if _pool is not None:
+        # ProcessPoolExecutor has no public way to stop a running job
+        for process in list(getattr(_pool, "_processes", {}).values()):
+            process.terminate()
+    _reset_pool()
+
+
 def _reset_pool() -> None:
     global _pool, _pool_size, _queue
     if _pool is not None:
@@ -344,6 +365,10 @@ def _init_worker(progress_queue) -> None:
     """Runs first in each worker: one thread for TensorFlow (and BLAS, OpenMP,
     torch), before any import."""
     global _worker_queue
+    # Ctrl-C or a notebook's interrupt reaches the whole process group: the
+    # parent stops the workers (_stop_pool), so that each idle one does not
+    # print its own KeyboardInterrupt traceback
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.environ.update(_ONE_THREAD)
     _worker_queue = progress_queue
     # TensorFlow's start-up notices go to file descriptor 2, which a notebook
