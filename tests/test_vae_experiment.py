@@ -222,3 +222,17 @@ def test_load_pair_gives_part_twos_images_in_both_forms():
         experiment.load_pair("MNIST 3 vs 8")
     with pytest.raises(ValueError, match="unknown data set"):
         experiment.load_classes("cifar", 1, 2)
+
+
+def test_pair_arms_are_part_twos_pairs_and_collect_their_models():
+    kept = {}
+    arms = experiment.pair_arms(n_test=4, keep_models=kept)
+    assert [a["tag"] for a in arms] == list(experiment.PAIRS)
+    assert list(kept) == list(experiment.PAIRS)
+    for arm in arms:
+        train, normal, anomaly = experiment.load_pair(arm["tag"], 4)
+        np.testing.assert_array_equal(arm["train_images"], train)
+        np.testing.assert_array_equal(arm["normal"], normal)
+        np.testing.assert_array_equal(arm["anomaly"], anomaly)
+        assert arm["keep_models"] is kept[arm["tag"]] == []
+    assert all("keep_models" not in a for a in experiment.pair_arms(4))

@@ -116,3 +116,70 @@ def test_seed_noise_needs_two_seeds_somewhere():
 def test_bad_runs_are_refused(runs, match):
     with pytest.raises(ValueError, match=match):
         sweep.check_runs(runs)
+
+
+def _noisy_rows() -> list[dict]:
+    """Three seeds on two cells (the noise), one seed elsewhere."""
+    diffs = {(1, 0, s): d for s, d in enumerate([0.10, 0.20, 0.30])}
+    diffs.update({(1, 2, s): d for s, d in enumerate([-0.05, 0.05, 0.0])})
+    diffs.update({(3, 4, 0): 0.5, (3, 5, 0): -0.6, (4, 0, 0): 0.01})
+    return _rows(diffs)
+
+
+def test_tally_table_is_the_tally_as_markdown():
+    rows = _noisy_rows()
+    noise = {
+        ("mnist", "M", "full", "max"): sweep.seed_noise(
+            rows, "mnist", "M", "full", "max"
+        )
+    }
+    t = sweep.tally(
+        sweep.difference_grid(rows, "mnist", "M", "full", "max"),
+        noise[("mnist", "M", "full", "max")],
+    )
+    assert (t["a better"], t["b better"], t["cells"]) == (1, 1, 5)
+    table = sweep.tally_table(rows, ["mnist"], "M", "full", ["max"], noise)
+    header, rule, line = table.split("\n")
+    assert "M only better" in header and "full loss better" in header
+    assert rule.count("|") == header.count("|")
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells == [
+        "mnist",
+        "max",
+        str(t["a better"]),
+        str(t["within noise"]),
+        str(t["b better"]),
+        f"{t['a ahead']} of {t['cells']}",
+    ]
+
+
+def test_difference_figure_draws_one_grid_per_data_set_and_image_score():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from helpers.vae.plots import difference_figure
+
+    rows = _noisy_rows()
+    rows += [dict(r, image="mean") for r in rows]
+    noise = {
+        ("mnist", "M", "full", how): sweep.seed_noise(
+            rows, "mnist", "M", "full", how
+        )
+        for how in ("max", "mean")
+    }
+    fig = difference_figure(
+        rows, ["mnist"], "M", "full", ("max", "mean"), noise
+    )
+    grids = [ax for ax in fig.axes if ax.get_title()]
+    assert [ax.get_title() for ax in grids] == [
+        "mnist, max over windows",
+        "mnist, mean over windows",
+    ]
+    # the cells beyond the band are bold, the others grey
+    texts = {t.get_text(): t for t in grids[0].texts}
+    assert texts["+.50"].get_fontweight() == "bold"
+    assert texts["+.01"].get_fontweight() != "bold"
+    assert len(fig.axes) == 3  # two grids and the colour bar
+    plt.close(fig)

@@ -92,6 +92,23 @@ def load_pair(name: str, n_test: int | None = None, unit: bool = True):
     return load_classes(*PAIRS[name], n_test=n_test, unit=unit)
 
 
+def pair_arms(n_test: int | None = None, keep_models: dict | None = None):
+    """One :func:`run_ablations` arm per pair of :data:`PAIRS`, tagged with
+    its name: the normal class's training images and the first ``n_test``
+    test images of each class. With ``keep_models`` (a dict), each pair's
+    trained models are appended to ``keep_models[name]``."""
+    arms = []
+    for name in PAIRS:
+        train, normal, anomaly = load_pair(name, n_test)
+        arm = dict(
+            train_images=train, normal=normal, anomaly=anomaly, tag=name
+        )
+        if keep_models is not None:
+            arm["keep_models"] = keep_models.setdefault(name, [])
+        arms.append(arm)
+    return arms
+
+
 def auroc(normal: np.ndarray, anomaly: np.ndarray) -> float:
     """ROC AUC with anomalies as positives (Mann-Whitney form, ties counted
     half).

@@ -1,4 +1,5 @@
-"""The article's heat-map figure: scores normalised to 1..10, ``LogNorm``, ``Blues``; old vs new."""
+"""Part II's figures: the article's heat maps (scores normalised to 1..10,
+``LogNorm``, ``Blues``; old vs new) and III.4's 10 x 10 grids of a sweep."""
 
 from __future__ import annotations
 
@@ -128,3 +129,40 @@ def class_grid(
     ax.set_ylabel("normal class", fontsize=7)
     ax.set_title(title, fontsize=8)
     return im
+
+
+def difference_figure(
+    rows,
+    data_sets,
+    a: str,
+    b: str,
+    hows,
+    noise: dict,
+    seed: int = 0,
+):
+    """III.4's grids of AUROC(``a``) - AUROC(``b``): one row of grids per data
+    set, one column per image score, cells beyond ``noise[(data, a, b,
+    how)].threshold`` in bold. Returns the figure."""
+    from . import sweep
+    from .experiment import SHORT
+
+    fig, axes = plt.subplots(
+        len(data_sets),
+        len(hows),
+        figsize=(4.6 * len(hows), 4.5 * len(data_sets)),
+        squeeze=False,
+    )
+    for row, d in zip(axes, data_sets):
+        for ax, how in zip(row, hows):
+            im = class_grid(
+                ax,
+                sweep.difference_grid(rows, d, a, b, how, seed),
+                sweep.CLASS_NAMES[d],
+                title=f"{d}, {how} over windows",
+                threshold=noise[(d, a, b, how)].threshold,
+            )
+            if how != hows[0]:
+                ax.set_ylabel("")
+    label = f"AUROC, {SHORT.get(a, a)} - {SHORT.get(b, b)}"
+    fig.colorbar(im, ax=axes, fraction=0.025, label=label)
+    return fig

@@ -281,3 +281,33 @@ def tally(diff: np.ndarray, noise: Noise) -> dict:
         "a ahead": int((d > 0).sum()),
         "cells": int(d.size),
     }
+
+
+def tally_table(
+    rows,
+    data_sets: Sequence[str],
+    a: str,
+    b: str,
+    hows: Sequence[str],
+    noise: dict,
+    seed: int = 0,
+) -> str:
+    """A Markdown table of :func:`tally` for ``a`` - ``b``: one line per data
+    set and image score, with ``noise[(data, a, b, how)]`` as the band."""
+    from .experiment import SHORT
+
+    sa, sb = SHORT.get(a, a), SHORT.get(b, b)
+    lines = [
+        f"| data set | image score | {sa} better, beyond noise | within noise "
+        f"| {sb} better, beyond noise | {sa} ahead at all |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for d in data_sets:
+        for how in hows:
+            diff = difference_grid(rows, d, a, b, how, seed)
+            t = tally(diff, noise[(d, a, b, how)])
+            lines.append(
+                f"| {d} | {how} | {t['a better']} | {t['within noise']} "
+                f"| {t['b better']} | {t['a ahead']} of {t['cells']} |"
+            )
+    return "\n".join(lines)
