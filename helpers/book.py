@@ -108,12 +108,21 @@ def toc_notebooks(root: Path = ROOT) -> list[Path]:
                 walk(item)
         elif isinstance(node, dict):
             if "file" in node:
-                path = root / f"{node['file']}.ipynb"
+                name = str(node["file"]).removesuffix(".ipynb")
+                path = root / f"{name}.ipynb"
                 if path.exists():
                     out.append(path)
             if "glob" in node:
-                out.extend(sorted(root.glob(f"{node['glob']}.ipynb")))
-            for key in ("parts", "chapters", "sections"):
+                # sorted as Sphinx sorts them, by name without the suffix
+                found = root.glob(f"{node['glob']}.ipynb")
+                out.extend(sorted(found, key=lambda p: p.with_suffix("")))
+            for key in (
+                "parts",
+                "chapters",
+                "sections",
+                "subtrees",
+                "entries",
+            ):
                 walk(node.get(key))
 
     walk(yaml.safe_load(toc.read_text()))

@@ -160,7 +160,8 @@ def test_chapters_execute_in_the_books_order(tmp_path):
         _notebook(tmp_path / f"{name}.ipynb", "pass")
     (tmp_path / "_toc.yml").write_text(
         "format: jb-book\nroot: book/intro\nparts:\n"
-        "  - chapters:\n      - file: notebooks/getting-started\n"
+        # a file may be named with its suffix
+        "  - chapters:\n      - file: notebooks/getting-started.ipynb\n"
         "  - chapters:\n      - file: book/zeta\n        sections:\n"
         "          - glob: notebooks/zeta/*\n"
         "  - chapters:\n      - file: book/alpha\n        sections:\n"

@@ -127,6 +127,7 @@ print("finished", flush=True)
 def test_an_interrupt_stops_the_workers_with_one_traceback(tmp_path):
     """Ctrl-C (or a notebook's interrupt) reaches the whole process group:
     the trainings stop at once, and only the caller reports it."""
+    import contextlib
     import os
     import signal
     import subprocess
@@ -142,24 +143,24 @@ def test_an_interrupt_stops_the_workers_with_one_traceback(tmp_path):
         env=env,
         start_new_session=True,
     )
-    assert proc.stdout.readline().strip() == "training"
-    time.sleep(3)  # one worker trains, the other waits
-    assert proc.poll() is None, proc.communicate()
-    os.killpg(proc.pid, signal.SIGINT)
     try:
+        assert proc.stdout.readline().strip() == "training"
+        time.sleep(3)  # one worker trains, the other waits
+        assert proc.poll() is None, proc.communicate()
+        os.killpg(proc.pid, signal.SIGINT)
         out, err = proc.communicate(timeout=60)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        raise AssertionError("the interrupted training did not stop")
-    assert "finished" not in out
-    assert err.count("Traceback") == 1, err
-    assert err.rstrip().endswith("KeyboardInterrupt"), err
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:  # no worker is left running
-        try:
-            os.killpg(proc.pid, 0)
-        except ProcessLookupError:
-            break
-        time.sleep(0.2)
-    else:
-        raise AssertionError("training workers outlived the interrupt")
+        assert "finished" not in out
+        assert err.count("Traceback") == 1, err
+        assert err.rstrip().endswith("KeyboardInterrupt"), err
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # no worker is left running
+            try:
+                os.killpg(proc.pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.2)
+        else:
+            raise AssertionError("training workers outlived the interrupt")
+    finally:  # whatever failed, leave no process behind
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)

@@ -291,10 +291,11 @@ def _train_in_workers(parts, results, keys, pending, n_workers, bar) -> None:
     except BaseException as err:
         for future in list(futures):
             future.cancel()
-        if isinstance(err, KeyboardInterrupt):
-            # the workers ignore the interrupt (see _init_worker): stop the
-            # one still training now rather than at the end of its model
-            _stop_pool()
+        if not isinstance(err, Exception):
+            # an interrupt (the workers ignore it, see _init_worker) or an
+            # exit: stop the one still training now rather than at the end
+            # of its model
+            _stop_pool(folder)
         raise
     finally:
         if scratch is not None:
@@ -339,15 +340,22 @@ def _get_pool(n_workers: int) -> ProcessPoolExecutor:
     return _pool
 
 
-def _stop_pool() -> None:
-    """Terminate the workers (an interrupted training) and forget the
-    pool; the next call starts a fresh one. A model being stored is either
-    complete in the cache or absent (:func:`helpers.vae.cache.store` renames
-    atomically)."""
+def _stop_pool(folder: Path | None = None) -> None:
+    """Terminate the workers (an interrupted training) and forget the pool;
+    the next call starts a fresh one. A model being stored is either complete
+    in the cache or absent (:func:`helpers.vae.cache.store` renames
+    atomically); the terminated workers' temporary files in ``folder`` are
+    removed."""
     if _pool is not None:
         # ProcessPoolExecutor has no public way to stop a running job
-        for process in list(getattr(_pool, "_processes", {}).values()):
+        processes = list(getattr(_pool, "_processes", {}).values())
+        for process in processes:
             process.terminate()
+        for process in processes:
+            process.join(timeout=10)
+            if folder is not None:
+                for tmp in Path(folder).glob(f"tmp-{process.pid}-*"):
+                    tmp.unlink(missing_ok=True)
     _reset_pool()
 
 
@@ -367,7 +375,8 @@ def _init_worker(progress_queue) -> None:
     global _worker_queue
     # Ctrl-C or a notebook's interrupt reaches the whole process group: the
     # parent stops the workers (_stop_pool), so that each idle one does not
-    # print its own KeyboardInterrupt traceback
+    # print its own KeyboardInterrupt traceback (a worker still starting, not
+    # yet here, can print one)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.environ.update(_ONE_THREAD)
     _worker_queue = progress_queue
