@@ -108,8 +108,8 @@ def store(
         return None
     folder.mkdir(parents=True, exist_ok=True)
     weights, meta = _paths(folder, key)
-    tmp_weights = folder / f"tmp-{os.getpid()}-{key}.weights.h5"
-    tmp_meta = folder / f"tmp-{os.getpid()}-{key}.json"
+    tmp_weights = folder / f"{_tmp_prefix(os.getpid())}{key}.weights.h5"
+    tmp_meta = folder / f"{_tmp_prefix(os.getpid())}{key}.json"
     try:
         model.save_weights(str(tmp_weights))
         tmp_meta.write_text(
@@ -121,3 +121,14 @@ def store(
         for tmp in (tmp_weights, tmp_meta):
             tmp.unlink(missing_ok=True)
     return weights
+
+
+def _tmp_prefix(pid: int) -> str:
+    return f"tmp-{pid}-"
+
+
+def remove_temporary(folder: Path, pid: int) -> None:
+    """Remove what a process ``pid`` killed in :func:`store` left half-way in
+    ``folder`` (its temporary files; finished entries are untouched)."""
+    for tmp in Path(folder).glob(f"{_tmp_prefix(pid)}*"):
+        tmp.unlink(missing_ok=True)

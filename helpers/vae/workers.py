@@ -354,8 +354,7 @@ def _stop_pool(folder: Path | None = None) -> None:
         for process in processes:
             process.join(timeout=10)
             if folder is not None:
-                for tmp in Path(folder).glob(f"tmp-{process.pid}-*"):
-                    tmp.unlink(missing_ok=True)
+                cache.remove_temporary(folder, process.pid)
     _reset_pool()
 
 
