@@ -20,6 +20,9 @@ elsewhere):
   (fast and exact search);
 * I.5's study: one call with shared backbone passes and nested coresets vs one
   call per setting (the old cost), the same rows;
+* ``evaluate``'s pixel metrics per defect type on the 583 test images of the
+  DifferNet split (maps at each image's size): one sort per subset (the old
+  cost) vs one sort per block of images and merges, the same numbers;
 * peak memory (RSS) of ``fit`` for several numbers of training images.
 
 Run:  VAD_ASSETS=../shared/assets python benchmarks/patchcore_bench.py  [--quick]
@@ -499,6 +502,51 @@ def main() -> None:
         "after_s": t_after,
         "rows_equal": same,
     }
+
+    # ------------------------------------------------------------ evaluate
+    from helpers.data import load_magnetic_tile_differnet
+    from helpers.patchcore import metrics as M
+    from helpers.patchcore.evaluation import GOOD_TYPES, evaluate
+
+    split = load_magnetic_tile_differnet()
+    test = split.test if not args.quick else split.test[::20]
+    rng = np.random.default_rng(0)
+    masks = [s.mask.astype(bool) for s in test]
+    ev_maps = [
+        (rng.random(m.shape, dtype=np.float32) + 0.5 * m) for m in masks
+    ]
+    types = np.array([s.defect_type for s in test])
+    n_px = sum(m.size for m in masks)
+
+    def old_evaluate():
+        good = np.isin(types, GOOD_TYPES)
+        out = {None: M.pixel_metrics(masks, ev_maps)}
+        for t in sorted(set(types[~good])):
+            sel = np.flatnonzero(good | (types == t))
+            out[t] = M.pixel_metrics(
+                [masks[i] for i in sel], [ev_maps[i] for i in sel]
+            )
+        return out
+
+    t0 = time.perf_counter()
+    old = old_evaluate()
+    t_old = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    new = evaluate(np.zeros(len(test)), ev_maps, masks, types)
+    t_new = time.perf_counter() - t0
+    same = old[None] == (new["pixel_auroc"], new["pro"]) and all(
+        old[t] == (r["pixel_auroc"], r["pro"])
+        for t, r in new["per_type"].items()
+    )
+    print(
+        f"\n[evaluate] pixel AUROC and PRO, all images and each of "
+        f"{len(old) - 1} defect types ({len(test)} images, {n_px / 1e6:.0f} M pixels):"
+    )
+    print(
+        f"  one sort per subset: {t_old:.1f} s; one sort per block, merged: "
+        f"{t_new:.1f} s ({t_old / t_new:.1f}x); same numbers: {same}"
+    )
+    results["evaluate"] = {"before_s": t_old, "after_s": t_new, "same": same}
 
     # -------------------------------------------------------------- memory
     print("\n[memory] peak RSS of fit (fresh process each):")

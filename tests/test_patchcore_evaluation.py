@@ -247,3 +247,29 @@ def test_study_can_leave_its_fits_in_the_build_cache(monkeypatch, tmp_path):
         )
         assert ev["image_auroc"] == row["image_auroc"]
         assert ev["pro"] == row["pro"]
+
+
+def test_evaluate_gives_each_defect_type_the_metrics_of_its_own_subset():
+    """evaluate's one-pass pixel metrics equal pixel_metrics on each subset
+    (all images; each defect type with every defect-free image)."""
+    from helpers.patchcore import metrics as M
+
+    rng = np.random.default_rng(3)
+    types = ["Free"] * 4 + ["Crack", "Crack", "Blowhole", "Uneven", "Uneven"]
+    masks = [
+        (rng.random((8, 10)) < 0.25)
+        if t != "Free"
+        else np.zeros((8, 10), bool)
+        for t in types
+    ]
+    maps = [rng.random((8, 10)).astype(np.float32) + 0.5 * m for m in masks]
+    scores = np.array([a.max() for a in maps])
+    ev = evaluate(scores, maps, masks, types)
+    assert (ev["pixel_auroc"], ev["pro"]) == M.pixel_metrics(masks, maps)
+    good = [i for i, t in enumerate(types) if t == "Free"]
+    for t in ("Crack", "Blowhole", "Uneven"):
+        sel = sorted(good + [i for i, u in enumerate(types) if u == t])
+        want = M.pixel_metrics([masks[i] for i in sel], [maps[i] for i in sel])
+        row = ev["per_type"][t]
+        assert (row["pixel_auroc"], row["pro"]) == want
+        assert row["n"] == types.count(t)

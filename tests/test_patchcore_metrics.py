@@ -144,3 +144,36 @@ def test_pixel_metrics_sort_once_and_match_the_rank_sum_exactly():
     bad[2][0, 0] = np.nan
     with pytest.raises(ValueError, match="1 of 585 pixel scores are NaN"):
         M.pixel_metrics(masks, bad)
+
+
+def test_pixel_metrics_of_subsets_equal_each_subset_alone_bit_for_bit():
+    """Sorting each block of images once and merging gives every subset the
+    numbers that pixel_metrics gives it on its own (==, not approx)."""
+    rng = np.random.default_rng(7)
+    shapes = [(7, 11), (12, 5), (9, 9), (6, 14), (10, 10), (8, 3)] * 2
+    masks = [
+        rng.random(s) < (0.3 if i % 3 else 0.0) for i, s in enumerate(shapes)
+    ]
+    # ties across images (a coarse grid) and one -0.0 among the zeros
+    maps = [
+        np.round(rng.random(s) * 16) / 16 + 0.3 * m
+        for s, m in zip(shapes, masks)
+    ]
+    maps[4][0, 0] = -0.0
+    subsets = {
+        "all": np.arange(len(masks)),
+        "a": [0, 1, 2, 4, 7],
+        "b": [1, 3, 5, 7, 8, 10],
+        "one": [2],
+    }
+    got = M.pixel_metrics_of_subsets(masks, maps, subsets)
+    assert list(got) == list(subsets)
+    for name, sel in subsets.items():
+        want = M.pixel_metrics([masks[i] for i in sel], [maps[i] for i in sel])
+        assert got[name] == want, name
+    with pytest.raises(ValueError, match="increasing"):
+        M.pixel_metrics_of_subsets(masks, maps, {"x": [3, 1]})
+    with pytest.raises(ValueError, match=r"must lie in \[0, 12\)"):
+        M.pixel_metrics_of_subsets(masks, maps, {"x": [3, 12]})
+    with pytest.raises(ValueError, match="PRO needs at least one defect"):
+        M.pixel_metrics_of_subsets(masks, maps, {"good": [0, 3]})

@@ -37,20 +37,32 @@ def evaluate(
     good = np.isin(types, GOOD_TYPES)
     y = ~good
     out = {"image_auroc": M.auroc(y, scores)}
+    subsets = {None: np.arange(len(types))}
+    if per_type:
+        for t in sorted(set(types[y])):
+            subsets[t] = np.flatnonzero(good | (types == t))
     if pixel:
-        out["pixel_auroc"], out["pro"] = M.pixel_metrics(masks, maps)
+        M.check_masks(masks, maps)
+        # pixel metrics of every subset in one pass (one sort per block of
+        # images, then merges), for types whose masks hold a defect
+        with_defects = {
+            t: sel
+            for t, sel in subsets.items()
+            if t is None or any(np.any(masks[i]) for i in sel)
+        }
+        pix = M.pixel_metrics_of_subsets(masks, maps, with_defects)
+        out["pixel_auroc"], out["pro"] = pix[None]
     if per_type:
         out["per_type"] = {}
-        for t in sorted(set(types[y])):
-            sel = np.flatnonzero(good | (types == t))
+        for t, sel in subsets.items():
+            if t is None:
+                continue
             row = {
                 "n": int((types == t).sum()),
                 "image_auroc": M.auroc(y[sel], np.asarray(scores)[sel]),
             }
-            if pixel:
-                mk, mp = [masks[i] for i in sel], [maps[i] for i in sel]
-                if any(m.any() for m in mk):
-                    row["pixel_auroc"], row["pro"] = M.pixel_metrics(mk, mp)
+            if pixel and t in pix:
+                row["pixel_auroc"], row["pro"] = pix[t]
             out["per_type"][t] = row
     return out
 

@@ -11,7 +11,7 @@ sorted groups (they are few). Pixel AUROC and PRO share one such pass
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -111,39 +111,142 @@ def _score_groups(
     check_masks(masks, maps)
     if not masks:
         raise ValueError("no masks and maps given")
+    values, defect = _pixels(masks, maps)
+    pos_values = np.concatenate([v[d] for v, d in zip(values, defect)])
+    ordered = np.sort(np.concatenate(values))
+    if not weights:
+        return _groups_from_sorted(ordered, pos_values)
+    w, n_regions = _region_weights(masks)
+    return _groups_from_sorted(
+        ordered, pos_values, [x for x in w if x is not None], sum(n_regions)
+    )
+
+
+def _pixels(masks, maps) -> tuple[list, list]:
+    """Each map's scores (float32) and each mask's defect flags, flattened;
+    raises on NaN scores."""
     values = [np.asarray(a, dtype=np.float32).ravel() for a in maps]
-    defect = [np.asarray(m).astype(bool).ravel() for m in masks]
-    flat = np.concatenate(values)
-    if np.isnan(flat).any():
+    n_nan = sum(int(np.isnan(v).sum()) for v in values)
+    if n_nan:
+        n = sum(v.size for v in values)
         raise ValueError(
-            f"{int(np.isnan(flat).sum())} of {flat.size} pixel scores are NaN: the metric is "
+            f"{n_nan} of {n} pixel scores are NaN: the metric is "
             "undefined; check the model and its inputs"
         )
-    pos_values = np.concatenate([v[d] for v, d in zip(values, defect)])
-    ordered = np.sort(flat)
-    del flat
+    defect = [np.asarray(m).astype(bool).ravel() for m in masks]
+    return values, defect
+
+
+def _region_weights(masks) -> tuple[list, list]:
+    """Per mask: the PRO weight of each defect pixel (``1 / size`` of its
+    8-connected region; ``None`` for a mask without defects) and the number
+    of regions."""
+    w, n_regions = [], []
+    for m in masks:
+        m = np.asarray(m).astype(bool)
+        lab, n = ndimage.label(m, structure=np.ones((3, 3)))
+        w.append(1.0 / np.bincount(lab.ravel())[lab[m]] if n else None)
+        n_regions.append(n)
+    return w, n_regions
+
+
+def _groups_from_sorted(
+    ordered: np.ndarray,
+    pos_values: np.ndarray,
+    pos_weights: list | None = None,
+    n_regions: int = 0,
+) -> dict:
+    """:func:`_score_groups` from the sorted scores of all pixels and the
+    defect pixels' scores (and PRO weights, in the same order)."""
     ends = np.flatnonzero(ordered[1:] != ordered[:-1])
     distinct = np.concatenate([ordered[ends], ordered[-1:]])
     counts = np.diff(np.concatenate([[-1], ends, [ordered.size - 1]]))
-    del ordered
-    group = np.searchsorted(distinct, pos_values)
+    # the defect pixels' groups, looked up in increasing order (a binary
+    # search that starts where the last one ended); the stable order keeps
+    # equal scores' weights in their order, so each group's sum is the same
+    # float as summed in the pixels' order
+    by_value = np.argsort(pos_values, kind="stable")
+    group = np.searchsorted(distinct, pos_values[by_value])
     pos_count = np.bincount(group, minlength=distinct.size)
     out = {"values": distinct, "pos": pos_count, "neg": counts - pos_count}
-    if weights:
-        w, n_regions = [], 0
-        for m in masks:
-            m = np.asarray(m).astype(bool)
-            lab, n = ndimage.label(m, structure=np.ones((3, 3)))
-            if n:
-                sizes = np.bincount(lab.ravel())
-                w.append(1.0 / sizes[lab[m]])
-            n_regions += n
+    if pos_weights is not None:
         out["pos_weight"] = np.bincount(
             group,
-            weights=np.concatenate(w) if w else None,
+            weights=np.concatenate(pos_weights)[by_value]
+            if pos_weights
+            else None,
             minlength=distinct.size,
         )
         out["n_regions"] = n_regions
+    return out
+
+
+def pixel_metrics_of_subsets(
+    masks: Sequence[np.ndarray],
+    maps: Sequence,
+    subsets: Mapping,
+    max_fpr: float = 0.3,
+) -> dict:
+    """:func:`pixel_metrics` of several subsets of the images at once:
+    ``{name: (pixel AUROC, PRO)}`` for ``subsets`` ``{name: image indices}``,
+    each the same numbers, bit for bit, as ``pixel_metrics`` of that subset's
+    masks and maps (in increasing index order).
+
+    Sorting the pixels' scores is most of that function's time, and the
+    evaluation asks for many overlapping subsets (all images, then every
+    defect type with all defect-free images). Here the images are split into
+    blocks by which subsets hold them; each block's scores are sorted once,
+    and a subset's sorted scores are merged from its blocks' (a stable sort of
+    a few sorted runs is a linear merge): the same sorted array, in a fraction
+    of the time."""
+    check_masks(masks, maps)
+    names = list(subsets)
+    picks = []
+    for name in names:
+        sel = np.asarray(subsets[name], dtype=np.intp).ravel()
+        if sel.size == 0 or (np.diff(sel) <= 0).any():
+            raise ValueError(
+                f"subset {name!r}: give a non-empty, increasing list of "
+                f"image indices, got {sel.tolist()[:8]}"
+            )
+        if sel[0] < 0 or sel[-1] >= len(masks):
+            raise ValueError(
+                f"subset {name!r}: image indices must lie in [0, "
+                f"{len(masks)}), got {int(sel[0])}..{int(sel[-1])}"
+            )
+        picks.append(sel)
+    values, defect = _pixels(masks, maps)
+    weights, n_regions = _region_weights(masks)
+    member = np.zeros((len(names), len(masks)), dtype=bool)
+    for row, sel in enumerate(picks):
+        member[row, sel] = True
+    blocks: dict[bytes, list[int]] = {}
+    for i in np.flatnonzero(member.any(0)):
+        blocks.setdefault(member[:, i].tobytes(), []).append(int(i))
+    runs = {
+        key: np.sort(np.concatenate([values[i] for i in imgs]))
+        for key, imgs in blocks.items()
+    }
+    out = {}
+    for row, (name, sel) in enumerate(zip(names, picks)):
+        parts = [runs[k] for k, imgs in blocks.items() if member[row, imgs[0]]]
+        ordered = (
+            parts[0]
+            if len(parts) == 1
+            else np.sort(np.concatenate(parts), kind="stable")
+        )
+        groups = _groups_from_sorted(
+            ordered,
+            np.concatenate([values[i][defect[i]] for i in sel]),
+            [weights[i] for i in sel if weights[i] is not None],
+            sum(n_regions[i] for i in sel),
+        )
+        del ordered
+        fpr, pro = _pro_from_groups(groups)
+        out[name] = (
+            _auroc_from_groups(groups),
+            area_up_to(fpr, pro, max_fpr) / max_fpr,
+        )
     return out
 
 
