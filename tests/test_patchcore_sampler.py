@@ -182,6 +182,35 @@ def test_prefilter_selects_what_the_full_pass_selects(dtype):
     assert torch.equal(r_fast, r_full)
 
 
+@pytest.mark.numerics
+def test_auto_prefilter_grows_with_the_dimension_and_selects_the_same():
+    from helpers.patchcore.sampler import prefilter_dim
+
+    assert [prefilter_dim(d) for d in (64, 128, 200, 312, 1536)] == [
+        32,
+        32,
+        64,
+        80,
+        384,
+    ]
+    # the article's JL dimension for a large bank: 312 columns
+    rng = np.random.default_rng(8)
+    z = rng.standard_normal((3008, 24)) @ rng.standard_normal((24, 312))
+    x = torch.from_numpy(
+        (z + 0.1 * rng.standard_normal(z.shape)).astype(np.float32)
+    )
+    auto, r_auto = greedy_coreset(
+        x, 250, start=3, progress=False, radius_history=True
+    )
+    full, r_full = greedy_coreset(
+        x, 250, start=3, progress=False, radius_history=True, prefilter=None
+    )
+    assert auto.tolist() == full.tolist() and torch.equal(r_auto, r_full)
+    for bad in (0, -4, 2.5, True, "32"):
+        with pytest.raises(ValueError, match="prefilter must be"):
+            greedy_coreset(x, 5, progress=False, prefilter=bad)
+
+
 def test_prefilter_in_128_dimensions_matches_the_article():
     x = _low_rank_rows(600, 5)
     ours = greedy_coreset(torch.from_numpy(x), 40, start=0, progress=False)
