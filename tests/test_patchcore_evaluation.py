@@ -273,3 +273,5 @@ def test_evaluate_gives_each_defect_type_the_metrics_of_its_own_subset():
         row = ev["per_type"][t]
         assert (row["pixel_auroc"], row["pro"]) == want
         assert row["n"] == types.count(t)
+    with pytest.raises(ValueError, match="one type per test image"):
+        evaluate(scores[:-1], maps, masks, types[:-1])

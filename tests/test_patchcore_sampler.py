@@ -206,6 +206,10 @@ def test_auto_prefilter_grows_with_the_dimension_and_selects_the_same():
         x, 250, start=3, progress=False, radius_history=True, prefilter=None
     )
     assert auto.tolist() == full.tolist() and torch.equal(r_auto, r_full)
+    assert torch.equal(
+        greedy_coreset(x, 40, start=3, progress=False, prefilter=np.int64(80)),
+        auto[:40],
+    )
     for bad in (0, -4, 2.5, True, "32"):
         with pytest.raises(ValueError, match="prefilter must be"):
             greedy_coreset(x, 5, progress=False, prefilter=bad)

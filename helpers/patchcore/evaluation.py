@@ -43,6 +43,11 @@ def evaluate(
             subsets[t] = np.flatnonzero(good | (types == t))
     if pixel:
         M.check_masks(masks, maps)
+        if len(masks) != len(types):
+            raise ValueError(
+                f"{len(masks)} masks and maps but {len(types)} defect types"
+                " given: one type per test image"
+            )
         # pixel metrics of every subset in one pass (one sort per block of
         # images, then merges), for types whose masks hold a defect
         with_defects = {

@@ -230,11 +230,11 @@ def pixel_metrics_of_subsets(
     out = {}
     for row, (name, sel) in enumerate(zip(names, picks)):
         parts = [runs[k] for k, imgs in blocks.items() if member[row, imgs[0]]]
-        ordered = (
-            parts[0]
-            if len(parts) == 1
-            else np.sort(np.concatenate(parts), kind="stable")
-        )
+        if len(parts) == 1:
+            ordered = parts[0]
+        else:  # merged in place: one copy of the subset's scores
+            ordered = np.concatenate(parts)
+            ordered.sort(kind="stable")
         groups = _groups_from_sorted(
             ordered,
             np.concatenate([values[i][defect[i]] for i in sel]),

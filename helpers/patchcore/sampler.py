@@ -15,6 +15,7 @@ factor ``1 +- eps`` (with high probability), so distances stay within
 from __future__ import annotations
 
 import math
+import numbers
 import time
 
 import numpy as np
@@ -129,7 +130,7 @@ def greedy_coreset(
         prefilter = prefilter_dim(x.shape[1])
     elif prefilter is not None and (
         isinstance(prefilter, bool)
-        or not isinstance(prefilter, int)
+        or not isinstance(prefilter, numbers.Integral)
         or prefilter < 1
     ):
         raise ValueError(
