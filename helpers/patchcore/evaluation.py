@@ -50,10 +50,11 @@ def evaluate(
             )
         # pixel metrics of every subset in one pass (one sort per block of
         # images, then merges), for types whose masks hold a defect
+        has_defect = np.array([np.any(m) for m in masks])
         with_defects = {
             t: sel
             for t, sel in subsets.items()
-            if t is None or any(np.any(masks[i]) for i in sel)
+            if t is None or has_defect[sel].any()
         }
         pix = M.pixel_metrics_of_subsets(masks, maps, with_defects)
         out["pixel_auroc"], out["pro"] = pix[None]

@@ -96,7 +96,14 @@ def pixel_metrics(
 ) -> tuple[float, float]:
     """``(pixel AUROC, PRO score up to max_fpr)`` from one pass over the
     pixels."""
-    groups = _score_groups(masks, maps, weights=True)
+    return _metrics_from_groups(
+        _score_groups(masks, maps, weights=True), max_fpr
+    )
+
+
+def _metrics_from_groups(groups: dict, max_fpr: float) -> tuple[float, float]:
+    """``(pixel AUROC, PRO up to max_fpr)`` of :func:`_score_groups`'s
+    counts."""
     fpr, pro = _pro_from_groups(groups)
     return _auroc_from_groups(groups), area_up_to(fpr, pro, max_fpr) / max_fpr
 
@@ -112,14 +119,12 @@ def _score_groups(
     if not masks:
         raise ValueError("no masks and maps given")
     values, defect = _pixels(masks, maps)
-    pos_values = np.concatenate([v[d] for v, d in zip(values, defect)])
     ordered = np.sort(np.concatenate(values))
+    every = range(len(masks))
     if not weights:
-        return _groups_from_sorted(ordered, pos_values)
+        return _groups_from_sorted(ordered, values, defect, every)
     w, n_regions = _region_weights(masks)
-    return _groups_from_sorted(
-        ordered, pos_values, [x for x in w if x is not None], sum(n_regions)
-    )
+    return _groups_from_sorted(ordered, values, defect, every, w, n_regions)
 
 
 def _pixels(masks, maps) -> tuple[list, list]:
@@ -152,12 +157,20 @@ def _region_weights(masks) -> tuple[list, list]:
 
 def _groups_from_sorted(
     ordered: np.ndarray,
-    pos_values: np.ndarray,
-    pos_weights: list | None = None,
-    n_regions: int = 0,
+    values: list,
+    defect: list,
+    images,
+    weights: list | None = None,
+    n_regions: list | None = None,
 ) -> dict:
-    """:func:`_score_groups` from the sorted scores of all pixels and the
-    defect pixels' scores (and PRO weights, in the same order)."""
+    """:func:`_score_groups` of ``images`` (indices, in order) from the sorted
+    scores of all their pixels, each image's scores and defect flags (from
+    :func:`_pixels`) and, for PRO, each image's region weights and count
+    (from :func:`_region_weights`)."""
+    pos_values = np.concatenate([values[i][defect[i]] for i in images])
+    pos_weights = None
+    if weights is not None:
+        pos_weights = [weights[i] for i in images if weights[i] is not None]
     ends = np.flatnonzero(ordered[1:] != ordered[:-1])
     distinct = np.concatenate([ordered[ends], ordered[-1:]])
     counts = np.diff(np.concatenate([[-1], ends, [ordered.size - 1]]))
@@ -177,7 +190,7 @@ def _groups_from_sorted(
             else None,
             minlength=distinct.size,
         )
-        out["n_regions"] = n_regions
+        out["n_regions"] = sum(n_regions[i] for i in images)
     return out
 
 
@@ -236,17 +249,10 @@ def pixel_metrics_of_subsets(
             ordered = np.concatenate(parts)
             ordered.sort(kind="stable")
         groups = _groups_from_sorted(
-            ordered,
-            np.concatenate([values[i][defect[i]] for i in sel]),
-            [weights[i] for i in sel if weights[i] is not None],
-            sum(n_regions[i] for i in sel),
+            ordered, values, defect, sel, weights, n_regions
         )
         del ordered
-        fpr, pro = _pro_from_groups(groups)
-        out[name] = (
-            _auroc_from_groups(groups),
-            area_up_to(fpr, pro, max_fpr) / max_fpr,
-        )
+        out[name] = _metrics_from_groups(groups, max_fpr)
     return out
 
 

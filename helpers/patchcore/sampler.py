@@ -111,9 +111,10 @@ def greedy_coreset(
     ``time.perf_counter()`` after each step: the time a run of any smaller size
     would take.
 
-    On the CPU, ``prefilter`` (a number of principal directions; ``"auto"``,
-    the default: :func:`prefilter_dim`, 32 of 128) makes each step cheaper without changing what it computes: a lower bound
-    of every row's distance to the new centre, in ``prefilter`` dimensions,
+    On the CPU, ``prefilter`` (a number of principal directions; the default
+    ``"auto"`` is :func:`prefilter_dim`, 32 of 128) makes each step cheaper
+    without changing what it computes: a lower bound of every row's distance
+    to the new centre, in ``prefilter`` dimensions,
     rules out the rows it cannot bring closer (late in a selection, usually
     over 95% of them), and only the rest get the full distance (see
     :func:`distance_lower_bounds`). ``None`` computes every row's distance at
