@@ -256,3 +256,85 @@ def test_evaluate_models_names_mismatched_inputs():
             8,
             8,
         )
+
+
+def _small_evaluation_inputs():
+    rng = np.random.default_rng(3)
+    frames_ = rng.random((4, 16, 16), np.float32)
+    frames_[2:, 4:12, 4:12] = 1.0
+    types = ["good", "good", "Blowhole", "Crack"]
+    masks = [np.zeros((20, 12), bool) for _ in range(2)]
+    for _ in range(2):
+        m = np.zeros((20, 12), bool)
+        m[5:15, 3:9] = True
+        masks.append(m)
+    shapes = [m.shape for m in masks]
+    models = [
+        build_vae(seed=s, input_shape=(8, 8, 1), architecture="paper", nc=2)
+        for s in (0, 1)
+    ]
+    return models, frames_, shapes, masks, types
+
+
+def test_evaluate_models_in_a_build_loads_the_same_evaluation_from_the_cache(
+    tmp_path, monkeypatch
+):
+    from helpers.vae import cache
+
+    models, frames_, shapes, masks, types = _small_evaluation_inputs()
+    args = (models, [0, 1], frames_, shapes, masks, types, 8, 4)
+    kw = dict(scores=("M", "SE", "full"), progress=False)
+    monkeypatch.delenv(cache.ENV, raising=False)
+    plain = surfaces.evaluate_models(*args, **kw)
+    assert not plain.from_cache and not list(tmp_path.iterdir())
+    monkeypatch.setenv(cache.ENV, str(tmp_path))
+    first = surfaces.evaluate_models(*args, **kw)
+    again = surfaces.evaluate_models(*args, **kw)
+    assert not first.from_cache and again.from_cache
+    for ev in (first, again):
+        # equal to the evaluation without a cache, bit for bit
+        assert ev.results == plain.results and ev.rows == plain.rows
+        for got, want in zip(ev.window_scores, plain.window_scores):
+            assert (got.window, got.stride) == (want.window, want.stride)
+            assert tuple(got.image_shape) == tuple(want.image_shape)
+            assert got.scores.keys() == want.scores.keys()
+            for s in want.scores:
+                np.testing.assert_array_equal(got.scores[s], want.scores[s])
+    # the maps come out the same from the loaded window scores
+    np.testing.assert_array_equal(
+        surfaces.image_maps(again.window_scores[1], "M", shapes)[3],
+        surfaces.image_maps(plain.window_scores[1], "M", shapes)[3],
+    )
+    # the loaded seconds are those of the run that computed it
+    assert again.seconds_per_image == first.seconds_per_image
+    # another mask is another evaluation
+    masks2 = [m.copy() for m in masks]
+    masks2[3][0, 0] = True
+    other = surfaces.evaluate_models(
+        models, [0, 1], frames_, shapes, masks2, types, 8, 4, **kw
+    )
+    assert not other.from_cache
+    # other weights too
+    models[0].set_weights([w + 1e-3 for w in models[0].get_weights()])
+    assert not surfaces.evaluate_models(*args, **kw).from_cache
+
+
+def test_a_damaged_cached_evaluation_is_reported_and_computed_again(
+    tmp_path, monkeypatch
+):
+    from helpers.vae import cache
+
+    models, frames_, shapes, masks, types = _small_evaluation_inputs()
+    args = (models[:1], [0], frames_, shapes, masks, types, 8, 8)
+    monkeypatch.setenv(cache.ENV, str(tmp_path))
+    first = surfaces.evaluate_models(*args, scores=("M",), progress=False)
+    (data,) = tmp_path.glob("vae-eval-*.npz")
+    data.write_bytes(data.read_bytes()[:50])
+    with pytest.warns(RuntimeWarning, match="damaged or incomplete"):
+        ev = surfaces.evaluate_models(*args, scores=("M",), progress=False)
+    assert not ev.from_cache and ev.results == first.results
+    # stored again, whole
+    assert surfaces.evaluate_models(
+        *args, scores=("M",), progress=False
+    ).from_cache
+    assert not list(tmp_path.glob("tmp-*"))

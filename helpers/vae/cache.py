@@ -16,6 +16,12 @@ versions. Anything else changes the key and the model is trained afresh.
 Weights are stored as Keras ``.weights.h5`` (HDF5 arrays, no pickle) beside a
 JSON file with the training history, each written to a temporary name and
 renamed into place. Without the variable nothing is cached.
+
+The same folder keeps evaluations of trained models on inspection images
+(:func:`helpers.vae.surfaces.evaluate_models`; III.3 evaluates III.2's models
+on III.2's split), keyed by the models' weights, the test frames, masks and
+settings, and the scoring and evaluation code: JSON for the metrics, ``.npz``
+(no pickle) for the window scores.
 """
 
 from __future__ import annotations
@@ -132,3 +138,101 @@ def remove_temporary(folder: Path, pid: int) -> None:
     ``folder`` (its temporary files; finished entries are untouched)."""
     for tmp in Path(folder).glob(f"{_tmp_prefix(pid)}*"):
         tmp.unlink(missing_ok=True)
+
+
+# --- evaluations of trained models (III.2 and III.3 evaluate the same three) --
+_EVALUATION_SOURCES = (
+    "model.py",
+    "losses.py",
+    "scoring.py",
+    "surfaces.py",
+    "experiment.py",
+)
+
+
+def evaluation_key(models, inputs: dict, arrays) -> str:
+    """A hex key for one evaluation of trained ``models``: their weights,
+    the ``inputs`` settings (JSON), the bytes of ``arrays`` (test frames,
+    masks), the source of the modules that score and evaluate, and the
+    library versions."""
+    import keras
+
+    h = hashlib.sha256()
+    for model in models:
+        for w in model.get_weights():
+            w = np.ascontiguousarray(w)
+            h.update(f"{w.shape}|{w.dtype}".encode())
+            h.update(w.tobytes())
+    h.update(json.dumps(inputs, sort_keys=True, default=str).encode())
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.shape}|{a.dtype}".encode())
+        h.update(a.tobytes())
+    here = Path(__file__).resolve().parent
+    sources = [here / n for n in _EVALUATION_SOURCES]
+    sources += sorted((here.parent / "patchcore").glob("*.py"))
+    for source in sources:
+        h.update(source.name.encode())
+        h.update(source.read_bytes())
+    h.update(
+        f"keras {keras.__version__} {keras.backend.backend()} numpy {np.__version__}".encode()
+    )
+    return h.hexdigest()[:32]
+
+
+def _evaluation_paths(folder: Path, key: str) -> tuple[Path, Path]:
+    return folder / f"vae-eval-{key}.npz", folder / f"vae-eval-{key}.json"
+
+
+def store_evaluation(
+    key: str, meta: dict, arrays: dict[str, np.ndarray]
+) -> Path | None:
+    """Save an evaluation: ``meta`` as JSON (floats written exactly) and
+    ``arrays`` as ``.npz`` (no pickle), each under a temporary name renamed
+    into place, the JSON last. ``None`` when caching is off."""
+    folder = cache_dir()
+    if folder is None:
+        return None
+    folder.mkdir(parents=True, exist_ok=True)
+    data, info = _evaluation_paths(folder, key)
+    tmp_data = folder / f"{_tmp_prefix(os.getpid())}eval-{key}.npz"
+    tmp_info = folder / f"{_tmp_prefix(os.getpid())}eval-{key}.json"
+    try:
+        np.savez(tmp_data, allow_pickle=False, **arrays)
+        tmp_info.write_text(json.dumps(meta))
+        os.replace(tmp_data, data)
+        os.replace(tmp_info, info)
+    finally:
+        for tmp in (tmp_data, tmp_info):
+            tmp.unlink(missing_ok=True)
+    return info
+
+
+def load_evaluation(key: str) -> tuple[dict, dict] | None:
+    """``(meta, arrays)`` stored under ``key``, or ``None`` when caching is
+    off or nothing is stored; a damaged entry is reported and removed."""
+    folder = cache_dir()
+    if folder is None:
+        return None
+    data, info = _evaluation_paths(folder, key)
+    if not (data.is_file() and info.is_file()):
+        return None
+    try:
+        meta = json.loads(info.read_text())
+        with np.load(data, allow_pickle=False) as z:
+            arrays = {name: z[name] for name in z.files}
+        missing = set(meta["arrays"]) - set(arrays)
+        if missing:
+            raise ValueError(f"arrays {sorted(missing)} missing")
+    except Exception as err:
+        # json, zipfile and numpy raise many types for a damaged file
+        warnings.warn(
+            f"the cached evaluation {info.name} in {folder} is damaged or incomplete "
+            f"({type(err).__name__}: {err}); it is removed and computed again",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        for damaged in (data, info):
+            damaged.unlink(missing_ok=True)
+        return None
+    return meta, arrays

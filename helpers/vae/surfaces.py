@@ -172,6 +172,10 @@ class SurfaceEvaluation:
     #: per model: seconds per test image to score every window (all scores in
     #: one pass) and make the first score's map at the image's size
     seconds_per_image: list
+    #: True when loaded from the build's model cache (see
+    #: :func:`evaluate_models`); the seconds are then those of the run that
+    #: computed it
+    from_cache: bool = False
 
 
 def evaluate_models(
@@ -191,11 +195,18 @@ def evaluate_models(
     seed), and evaluate each score as Part I evaluates PatchCore: the max over
     windows as the image score, the overlap-mean maps at each image's size for
     pixel AUROC and PRO, overall and per defect type. The rows also carry the
-    mean over windows as a second image score."""
+    mean over windows as a second image score.
+
+    In a book build (``VAD_MODEL_CACHE`` set) the evaluation is stored, and an
+    identical one (the same weights, test frames, masks, types and settings,
+    the same code) is loaded instead of computed: III.3 evaluates III.2's
+    models on III.2's split. It then reports the seconds per image that the
+    run which computed it measured (``from_cache`` says so)."""
     import time
 
     from helpers.patchcore.evaluation import GOOD_TYPES, evaluate
 
+    from . import cache
     from .experiment import SCORES, auroc
 
     scores = tuple(SCORES if scores is None else scores)
@@ -206,6 +217,21 @@ def evaluate_models(
             "test frames, shapes, masks and types differ in length: "
             f"{len(test_frames)}, {len(shapes)}, {len(masks)}, {len(types)}"
         )
+    key = None
+    if cache.cache_dir() is not None:
+        inputs = dict(
+            seeds=[int(s) for s in seeds],
+            shapes=[[int(v) for v in s] for s in shapes],
+            types=[str(t) for t in types],
+            window=int(window),
+            stride=int(stride),
+            scores=list(scores),
+            tag=tag,
+        )
+        key = cache.evaluation_key(models, inputs, [test_frames, *masks])
+        stored = cache.load_evaluation(key)
+        if stored is not None:
+            return _evaluation_from(*stored)
     good = np.isin(types, GOOD_TYPES)
     per_seed = {s: [] for s in scores}
     out = SurfaceEvaluation({}, [], [], [])
@@ -238,4 +264,53 @@ def evaluate_models(
                     )
                 )
     out.results = {s: average_results(per_seed[s]) for s in scores}
+    if key is not None:
+        cache.store_evaluation(key, *_evaluation_to(out))
     return out
+
+
+def _evaluation_to(ev: SurfaceEvaluation) -> tuple[dict, dict]:
+    """A :class:`SurfaceEvaluation` as JSON-ready ``meta`` and named arrays
+    (the window scores), for the model cache."""
+    arrays, windows = {}, []
+    for k, ws in enumerate(ev.window_scores):
+        for name, a in ws.scores.items():
+            arrays[f"{k}/{name}"] = np.asarray(a)
+        windows.append(
+            dict(
+                scores=list(ws.scores),
+                window=int(ws.window),
+                stride=int(ws.stride),
+                image_shape=[int(v) for v in ws.image_shape],
+            )
+        )
+    meta = dict(
+        results=ev.results,
+        rows=[{**r, "auroc": float(r["auroc"])} for r in ev.rows],
+        windows=windows,
+        seconds_per_image=[float(t) for t in ev.seconds_per_image],
+        arrays=sorted(arrays),
+    )
+    return meta, arrays
+
+
+def _evaluation_from(meta: dict, arrays: dict) -> SurfaceEvaluation:
+    """The inverse of :func:`_evaluation_to`."""
+    from .scoring import WindowScores
+
+    window_scores = [
+        WindowScores(
+            {name: arrays[f"{k}/{name}"] for name in w["scores"]},
+            w["window"],
+            w["stride"],
+            tuple(w["image_shape"]),
+        )
+        for k, w in enumerate(meta["windows"])
+    ]
+    return SurfaceEvaluation(
+        meta["results"],
+        meta["rows"],
+        window_scores,
+        meta["seconds_per_image"],
+        from_cache=True,
+    )
