@@ -325,7 +325,8 @@ def test_a_damaged_cached_evaluation_is_reported_and_computed_again(
     from helpers.vae import cache
 
     models, frames_, shapes, masks, types = _small_evaluation_inputs()
-    args = (models[:1], [0], frames_, shapes, masks, types, 8, 8)
+    # seeds as NumPy integers (as a loop over np.arange gives them)
+    args = (models[:1], [np.int64(0)], frames_, shapes, masks, types, 8, 8)
     monkeypatch.setenv(cache.ENV, str(tmp_path))
     first = surfaces.evaluate_models(*args, scores=("M",), progress=False)
     (data,) = tmp_path.glob("vae-eval-*.npz")

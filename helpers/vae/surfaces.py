@@ -286,7 +286,10 @@ def _evaluation_to(ev: SurfaceEvaluation) -> tuple[dict, dict]:
         )
     meta = dict(
         results=ev.results,
-        rows=[{**r, "auroc": float(r["auroc"])} for r in ev.rows],
+        rows=[
+            {**r, "seed": int(r["seed"]), "auroc": float(r["auroc"])}
+            for r in ev.rows
+        ],
         windows=windows,
         seconds_per_image=[float(t) for t in ev.seconds_per_image],
         arrays=sorted(arrays),
