@@ -92,16 +92,43 @@ def load(key: str, model, folder: Path | None = None) -> dict | None:
             model.load_weights(str(weights))
     except Exception as err:
         # h5py/Keras raise many types for a damaged file; any of them is a miss
-        warnings.warn(
-            f"the cached VAE {weights.name} in {folder} is damaged or incomplete "
-            f"({type(err).__name__}: {err}); it is removed and the model trained again",
-            RuntimeWarning,
-            stacklevel=2,
+        _discard(
+            f"VAE {weights.name} in {folder}",
+            (weights, meta),
+            err,
+            "the model trained again",
         )
-        for damaged in (weights, meta):
-            damaged.unlink(missing_ok=True)
         return None
     return history
+
+
+def _discard(what: str, paths, err: Exception, then: str) -> None:
+    """Report a damaged cache entry (to the caller's caller) and remove its
+    files."""
+    warnings.warn(
+        f"the cached {what} is damaged or incomplete "
+        f"({type(err).__name__}: {err}); it is removed and {then}",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+    for damaged in paths:
+        damaged.unlink(missing_ok=True)
+
+
+def _publish(folder: Path, files) -> None:
+    """Write each ``(final path, write)`` pair: ``write(tmp)`` to a temporary
+    name of this process, then every temporary renamed into place in order
+    (the last one marks the entry complete); what a failure leaves is
+    removed."""
+    tmps = [folder / f"{_tmp_prefix(os.getpid())}{p.name}" for p, _ in files]
+    try:
+        for tmp, (_, write) in zip(tmps, files):
+            write(tmp)
+        for tmp, (final, _) in zip(tmps, files):
+            os.replace(tmp, final)
+    finally:
+        for tmp in tmps:
+            tmp.unlink(missing_ok=True)
 
 
 def store(
@@ -114,18 +141,14 @@ def store(
         return None
     folder.mkdir(parents=True, exist_ok=True)
     weights, meta = _paths(folder, key)
-    tmp_weights = folder / f"{_tmp_prefix(os.getpid())}{key}.weights.h5"
-    tmp_meta = folder / f"{_tmp_prefix(os.getpid())}{key}.json"
-    try:
-        model.save_weights(str(tmp_weights))
-        tmp_meta.write_text(
-            json.dumps({"settings": settings, "history": history}, default=str)
-        )
-        os.replace(tmp_weights, weights)
-        os.replace(tmp_meta, meta)
-    finally:
-        for tmp in (tmp_weights, tmp_meta):
-            tmp.unlink(missing_ok=True)
+    text = json.dumps({"settings": settings, "history": history}, default=str)
+    _publish(
+        folder,
+        [
+            (weights, lambda tmp: model.save_weights(str(tmp))),
+            (meta, lambda tmp: tmp.write_text(text)),
+        ],
+    )
     return weights
 
 
@@ -195,16 +218,14 @@ def store_evaluation(
         return None
     folder.mkdir(parents=True, exist_ok=True)
     data, info = _evaluation_paths(folder, key)
-    tmp_data = folder / f"{_tmp_prefix(os.getpid())}eval-{key}.npz"
-    tmp_info = folder / f"{_tmp_prefix(os.getpid())}eval-{key}.json"
-    try:
-        np.savez(tmp_data, allow_pickle=False, **arrays)
-        tmp_info.write_text(json.dumps(meta))
-        os.replace(tmp_data, data)
-        os.replace(tmp_info, info)
-    finally:
-        for tmp in (tmp_data, tmp_info):
-            tmp.unlink(missing_ok=True)
+    text = json.dumps(meta)
+    _publish(
+        folder,
+        [
+            (data, lambda tmp: np.savez(tmp, allow_pickle=False, **arrays)),
+            (info, lambda tmp: tmp.write_text(text)),
+        ],
+    )
     return info
 
 
@@ -226,13 +247,11 @@ def load_evaluation(key: str) -> tuple[dict, dict] | None:
             raise ValueError(f"arrays {sorted(missing)} missing")
     except Exception as err:
         # json, zipfile and numpy raise many types for a damaged file
-        warnings.warn(
-            f"the cached evaluation {info.name} in {folder} is damaged or incomplete "
-            f"({type(err).__name__}: {err}); it is removed and computed again",
-            RuntimeWarning,
-            stacklevel=3,
+        _discard(
+            f"evaluation {info.name} in {folder}",
+            (data, info),
+            err,
+            "computed again",
         )
-        for damaged in (data, info):
-            damaged.unlink(missing_ok=True)
         return None
     return meta, arrays
