@@ -29,6 +29,7 @@ import numpy as np
 
 # one variable and one folder for all of the book's models
 from helpers.vae.cache import ENV, cache_dir
+from helpers.vae.cache import hash_arrays as _hash_arrays
 
 __all__ = [
     "ENV",
@@ -48,15 +49,6 @@ def _backbone_digest(backbone) -> str:
         h.update(name.encode())
         h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
-
-
-def _hash_arrays(h, arrays: Sequence[np.ndarray]) -> None:
-    """Feed each array's shape, dtype and bytes to the hash ``h`` (the images a
-    fit or a score used)."""
-    for a in arrays:
-        a = np.ascontiguousarray(a)
-        h.update(f"{a.shape}|{a.dtype}".encode())
-        h.update(a.tobytes())
 
 
 def fit_key(config, arrays: Sequence[np.ndarray], backbone) -> str:

@@ -45,6 +45,15 @@ def cache_dir() -> Path | None:
     return Path(value).expanduser() if value else None
 
 
+def hash_arrays(h, arrays) -> None:
+    """Feed each array's shape, dtype and bytes to the hash ``h`` (the data a
+    cache key stands for)."""
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.shape}|{a.dtype}".encode())
+        h.update(a.tobytes())
+
+
 def training_key(
     crops: np.ndarray, settings: dict, where: str = "worker"
 ) -> str:
@@ -53,9 +62,7 @@ def training_key(
     import keras
 
     h = hashlib.sha256()
-    arr = np.ascontiguousarray(crops)
-    h.update(f"{arr.shape}|{arr.dtype}".encode())
-    h.update(arr.tobytes())
+    hash_arrays(h, [crops])
     h.update(json.dumps(settings, sort_keys=True, default=str).encode())
     h.update(where.encode())
     here = Path(__file__).resolve().parent
@@ -182,15 +189,9 @@ def evaluation_key(models, inputs: dict, arrays) -> str:
 
     h = hashlib.sha256()
     for model in models:
-        for w in model.get_weights():
-            w = np.ascontiguousarray(w)
-            h.update(f"{w.shape}|{w.dtype}".encode())
-            h.update(w.tobytes())
+        hash_arrays(h, model.get_weights())
     h.update(json.dumps(inputs, sort_keys=True, default=str).encode())
-    for a in arrays:
-        a = np.ascontiguousarray(a)
-        h.update(f"{a.shape}|{a.dtype}".encode())
-        h.update(a.tobytes())
+    hash_arrays(h, arrays)
     here = Path(__file__).resolve().parent
     sources = [here / n for n in _EVALUATION_SOURCES]
     sources += sorted((here.parent / "patchcore").glob("*.py"))
